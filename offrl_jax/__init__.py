@@ -1,0 +1,3 @@
+"""offrl_jax: a JAX benchmark suite for offline RL on MuJoCo locomotion."""
+
+__version__ = "0.1.0"
