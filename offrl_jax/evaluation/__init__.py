@@ -1,0 +1,5 @@
+"""Evaluation of policies batched over seeds, on host (Gymnasium) or device (MJX) environments."""
+
+from offrl_jax.evaluation.evaluate import BACKENDS, EvalResult, Evaluator
+
+__all__ = ["BACKENDS", "EvalResult", "Evaluator"]

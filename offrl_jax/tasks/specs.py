@@ -7,6 +7,7 @@ policy's mean return, REF_MAX the expert's; they are the same for D4RL v0/v1/v2.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Any
 
 import numpy as np
@@ -31,7 +32,10 @@ class EnvSpec:
         """A fresh Gymnasium v4 environment (the D4RL models) for this spec."""
         import gymnasium as gym
 
-        return gym.make(self.gym_id, **{**dict(self.gym_kwargs), **overrides})
+        with warnings.catch_warnings():
+            # v4 is chosen on purpose: v5 changed models and observations (REFERENCE section 1).
+            warnings.filterwarnings("ignore", message=".*out of date.*")
+            return gym.make(self.gym_id, **{**dict(self.gym_kwargs), **overrides})
 
 
 ENV_SPECS: dict[str, EnvSpec] = {
