@@ -9,6 +9,7 @@ import sys
 # Modules that define ``register(subparsers)``; each adds sub-commands with ``func`` set.
 _COMMAND_MODULES = (
     "offrl_jax.tasks.cli",
+    "offrl_jax.generation.cli",
 )
 
 

@@ -36,6 +36,12 @@ class HostVectorEnv:
             self._obs[i] = obs
         return self._obs.copy()
 
+    def reset_one(self, index: int, seed: int) -> np.ndarray:
+        """Reset environment ``index`` alone; returns its first observation."""
+        obs, _ = self.envs[index].reset(seed=int(seed))
+        self._obs[index] = obs
+        return self._obs[index].copy()
+
     def step(self, actions, active=None):
         actions = np.asarray(actions, dtype=np.float64).reshape(self.num_envs, self.spec.act_dim)
         active = np.ones(self.num_envs, bool) if active is None else np.asarray(active, bool)

@@ -1,0 +1,59 @@
+"""Generation profiles: how much behaviour training and how many transitions per dataset.
+
+``full`` follows D4RL (1M-step SAC, 1M transitions per dataset); ``quick`` fits a 2-core CPU;
+``tiny`` exists for the tests. Per-environment step budgets are data, not code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from offrl_jax.algorithms.sac import SACConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerationProfile:
+    name: str
+    train_steps: dict[str, int]      # behaviour SAC env steps, per environment
+    start_steps: int                 # uniform-random exploration steps at the start
+    segment_steps: int               # env steps collected between two compiled update chunks
+    eval_every_segments: int         # evaluate and keep a policy checkpoint this often
+    eval_episodes: int
+    dataset_size: int                # transitions in random / medium / expert
+    collect_envs: int                # environments stepped together while collecting datasets
+    sac: SACConfig = SACConfig()
+
+    def steps_for(self, env: str) -> int:
+        try:
+            return self.train_steps[env]
+        except KeyError:
+            raise KeyError(f"profile {self.name!r} has no behaviour budget for {env!r}; "
+                           f"it covers {sorted(self.train_steps)}") from None
+
+
+PROFILES = {
+    "tiny": GenerationProfile(
+        name="tiny",
+        train_steps={env: 1500 for env in ("halfcheetah", "hopper", "walker2d", "ant")},
+        start_steps=500, segment_steps=250, eval_every_segments=2, eval_episodes=2,
+        dataset_size=1000, collect_envs=4,
+        sac=SACConfig(hidden_dims=(32, 32), batch_size=64, actor_lr=1e-3, critic_lr=1e-3)),
+    "quick": GenerationProfile(
+        name="quick",
+        train_steps={"halfcheetah": 40_000, "hopper": 40_000, "walker2d": 40_000,
+                     "ant": 40_000},
+        start_steps=5_000, segment_steps=1_000, eval_every_segments=4, eval_episodes=4,
+        dataset_size=50_000, collect_envs=10),
+    "full": GenerationProfile(
+        name="full",
+        train_steps={env: 1_000_000 for env in ("halfcheetah", "hopper", "walker2d", "ant")},
+        start_steps=10_000, segment_steps=1_000, eval_every_segments=10, eval_episodes=10,
+        dataset_size=1_000_000, collect_envs=20),
+}
+
+
+def get_profile(name: str) -> GenerationProfile:
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise KeyError(f"unknown profile {name!r}; valid profiles: {sorted(PROFILES)}") from None

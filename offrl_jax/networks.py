@@ -1,0 +1,76 @@
+"""Networks shared by the algorithms: MLPs, a tanh-Gaussian policy, a Q-function ensemble.
+
+Shapes: observations ``(..., obs_dim)``, actions ``(..., act_dim)``; a Q ensemble of ``num_qs``
+members returns ``(num_qs, ...)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
+
+
+class MLP(nn.Module):
+    hidden_dims: Sequence[int]
+    output_dim: int
+    activation: str = "relu"
+
+    @nn.compact
+    def __call__(self, x):
+        act = getattr(nn, self.activation)
+        for width in self.hidden_dims:
+            x = act(nn.Dense(width)(x))
+        return nn.Dense(self.output_dim)(x)
+
+
+class TanhGaussianPolicy(nn.Module):
+    """``obs -> (mean, log_std)`` of a Gaussian whose samples are squashed by tanh."""
+
+    hidden_dims: Sequence[int]
+    act_dim: int
+
+    @nn.compact
+    def __call__(self, obs):
+        out = MLP(self.hidden_dims, 2 * self.act_dim)(obs)
+        mean, log_std = jnp.split(out, 2, axis=-1)
+        return mean, jnp.clip(log_std, LOG_STD_MIN, LOG_STD_MAX)
+
+
+def tanh_gaussian_log_prob(mean, log_std, pre_tanh):
+    """Log-density of ``tanh(pre_tanh)`` under the squashed Gaussian, summed over action dims."""
+    gaussian = -0.5 * (((pre_tanh - mean) / jnp.exp(log_std)) ** 2 + 2 * log_std
+                       + jnp.log(2 * jnp.pi))
+    # log(1 - tanh(x)^2) written stably as 2 * (log 2 - x - softplus(-2x)).
+    log_det = 2.0 * (jnp.log(2.0) - pre_tanh - jax.nn.softplus(-2.0 * pre_tanh))
+    return jnp.sum(gaussian - log_det, axis=-1)
+
+
+def sample_tanh_gaussian(mean, log_std, key):
+    """A reparameterised sample ``action`` in (-1, 1) and its log-probability."""
+    pre_tanh = mean + jnp.exp(log_std) * jax.random.normal(key, mean.shape)
+    return jnp.tanh(pre_tanh), tanh_gaussian_log_prob(mean, log_std, pre_tanh)
+
+
+def tanh_gaussian_log_prob_of_action(mean, log_std, action, eps=1e-6):
+    """Log-probability of a given squashed ``action`` (e.g. a dataset action, for BC)."""
+    action = jnp.clip(action, -1.0 + eps, 1.0 - eps)
+    return tanh_gaussian_log_prob(mean, log_std, jnp.arctanh(action))
+
+
+class QEnsemble(nn.Module):
+    """``num_qs`` independent Q networks as one vmapped parameter axis: ``(num_qs, ...)``."""
+
+    hidden_dims: Sequence[int]
+    num_qs: int = 2
+
+    @nn.compact
+    def __call__(self, obs, act):
+        ensemble = nn.vmap(
+            MLP, variable_axes={"params": 0}, split_rngs={"params": True},
+            in_axes=None, out_axes=0, axis_size=self.num_qs)
+        return ensemble(self.hidden_dims, 1)(jnp.concatenate([obs, act], axis=-1))[..., 0]
