@@ -10,6 +10,7 @@ import sys
 _COMMAND_MODULES = (
     "offrl_jax.tasks.cli",
     "offrl_jax.generation.cli",
+    "offrl_jax.training.cli",
 )
 
 

@@ -74,3 +74,10 @@ class QEnsemble(nn.Module):
             MLP, variable_axes={"params": 0}, split_rngs={"params": True},
             in_axes=None, out_axes=0, axis_size=self.num_qs)
         return ensemble(self.hidden_dims, 1)(jnp.concatenate([obs, act], axis=-1))[..., 0]
+
+
+def squashed_action(mean, log_std, key, deterministic: bool):
+    """The policy's action: ``tanh(mean)``, or a sample of the squashed Gaussian."""
+    if deterministic:
+        return jnp.tanh(mean)
+    return sample_tanh_gaussian(mean, log_std, key)[0]

@@ -15,7 +15,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from offrl_jax.networks import QEnsemble, TanhGaussianPolicy, sample_tanh_gaussian
+from offrl_jax.networks import (
+    QEnsemble,
+    TanhGaussianPolicy,
+    sample_tanh_gaussian,
+    squashed_action,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +59,7 @@ def _critic(config):
     return QEnsemble(config.hidden_dims, config.num_qs)
 
 
-def _optimizers(config):
+def optimizers(config):
     return (optax.adam(config.actor_lr), optax.adam(config.critic_lr),
             optax.adam(config.alpha_lr))
 
@@ -67,7 +72,7 @@ def init(key, spec, config: SACConfig = SACConfig()) -> SACState:
     actor_params = _actor(config, spec.act_dim).init(actor_key, obs)
     critic_params = _critic(config).init(critic_key, obs, act)
     log_alpha = jnp.log(jnp.asarray(config.init_alpha, jnp.float32))
-    actor_tx, critic_tx, alpha_tx = _optimizers(config)
+    actor_tx, critic_tx, alpha_tx = optimizers(config)
     return SACState(
         actor_params=actor_params,
         critic_params=critic_params,
@@ -90,9 +95,7 @@ def policy_sample(state: SACState, actor_params, obs, key):
 
 def act(state: SACState, obs, key, deterministic: bool = True):
     mean, log_std = _actor(state.config, state.act_dim).apply(state.actor_params, obs)
-    if deterministic:
-        return jnp.tanh(mean)
-    return sample_tanh_gaussian(mean, log_std, key)[0]
+    return squashed_action(mean, log_std, key, deterministic)
 
 
 def q_values(state: SACState, critic_params, obs, act):
@@ -117,7 +120,7 @@ def soft_td_target(state: SACState, batch, key, backup_entropy: bool = True):
 def update_actor_and_alpha(state: SACState, batch, key):
     """One actor step maximising ``min_i Q_i - alpha log pi`` and one temperature step."""
     config = state.config
-    actor_tx, _, alpha_tx = _optimizers(config)
+    actor_tx, _, alpha_tx = optimizers(config)
     alpha = jnp.exp(state.log_alpha)
 
     def actor_loss(actor_params):
@@ -143,7 +146,7 @@ def update_actor_and_alpha(state: SACState, batch, key):
 def update(state: SACState, batch, key):
     """One SAC step: critics towards the soft TD target, then actor and temperature."""
     critic_key, actor_key = jax.random.split(key)
-    _, critic_tx, _ = _optimizers(state.config)
+    _, critic_tx, _ = optimizers(state.config)
     target = jax.lax.stop_gradient(soft_td_target(state, batch, critic_key))
 
     def critic_loss(critic_params):

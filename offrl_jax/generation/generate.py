@@ -1,10 +1,11 @@
 """Generate the five D4RL-style datasets of one environment with the D4RL recipe.
 
 - random: uniform actions;
-- medium: the first behaviour checkpoint whose return reaches 1/3 of the final policy's,
-  sampled stochastically;
+- medium: the first behaviour checkpoint whose return reaches 1/3 of the expert's, sampled
+  stochastically;
 - medium-replay: the behaviour run's replay buffer up to that checkpoint;
-- expert: the final behaviour policy, sampled stochastically;
+- expert: the best evaluated behaviour checkpoint (see ``BehaviourRun.expert_checkpoint``),
+  sampled stochastically;
 - medium-expert: medium and expert concatenated.
 
 Files are written atomically (a half-written file never has the final name) with their recipe,
@@ -35,7 +36,7 @@ from offrl_jax.generation.collect import collect_dataset, concatenate_datasets
 from offrl_jax.generation.profiles import GenerationProfile, get_profile
 from offrl_jax.tasks import DATASET_KINDS, get_env_spec
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 _CHECKSUM_KEYS = TRANSITION_KEYS + ("episode_ids",)
 
 
@@ -120,7 +121,8 @@ def generate_env_datasets(env: str, profile: str | GenerationProfile = "quick", 
     def policy_dataset(name: str) -> dict:
         """The medium or expert policy's sampled data, collected once for both uses."""
         if name not in collected:
-            checkpoint = run.medium_checkpoint() if name == "medium" else run.checkpoints[-1]
+            checkpoint = (run.medium_checkpoint() if name == "medium"
+                          else run.expert_checkpoint())
             state = run.state.replace(actor_params=checkpoint.actor_params)
             collected[name] = collect_dataset(
                 env, profile.dataset_size, profile.collect_envs,
@@ -130,7 +132,7 @@ def generate_env_datasets(env: str, profile: str | GenerationProfile = "quick", 
 
     behaviour = {}
     if run is not None:
-        medium_ckpt, expert_ckpt = run.medium_checkpoint(), run.checkpoints[-1]
+        medium_ckpt, expert_ckpt = run.medium_checkpoint(), run.expert_checkpoint()
         behaviour = {
             "checkpoint_returns": [[c.env_steps, c.mean_return] for c in run.checkpoints],
             "medium": {"env_steps": medium_ckpt.env_steps,

@@ -1,0 +1,1 @@
+"""Results: per-seed records, aggregate statistics (IQM, bootstrap CIs), tables and plots."""

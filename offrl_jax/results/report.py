@@ -1,0 +1,214 @@
+"""Result files: per-seed evaluation records (JSON lines), summary tables, plots, provenance.
+
+Layout of a run directory::
+
+    run.json                  provenance: command, profile, device, versions, commit, time
+    records/ALGO__TASK.jsonl  one line per seed per evaluation (atomically rewritten)
+    summary.md, summary.csv   normalized scores per algorithm and task
+    plots/curves_TASK.png     learning curves, plots/scores.png the bar chart
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import platform
+import subprocess
+from collections import defaultdict
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+
+import numpy as np
+
+from offrl_jax.data._io import atomic_output
+from offrl_jax.results.stats import iqm, stratified_bootstrap_ci
+
+LAST_K = 10
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    with atomic_output(path) as tmp:
+        tmp.write_text(text)
+
+
+def provenance(profile: str, argv: list[str] | None = None) -> dict:
+    import jax
+
+    versions = {}
+    for name in ("offrl_jax", "jax", "jaxlib", "flax", "optax", "mujoco", "mujoco-mjx",
+                 "gymnasium", "numpy"):
+        try:
+            versions[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            versions[name] = "unknown"
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).parent, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    device = jax.devices()[0]
+    return {
+        "profile": profile, "argv": argv or [], "commit": commit, "versions": versions,
+        "device": f"{device.platform} ({getattr(device, 'device_kind', '')})",
+        "device_count": jax.device_count(), "python": platform.python_version(),
+        "host": platform.node(),
+    }
+
+
+def records_path(run_dir: Path, algo: str, task: str) -> Path:
+    return run_dir / "records" / f"{algo}__{task}.jsonl"
+
+
+def write_records(run_dir: Path, algo: str, task: str, records: list[dict]) -> None:
+    lines = [json.dumps({"algorithm": algo, "task": task, **r}) for r in records]
+    write_text_atomic(records_path(run_dir, algo, task), "\n".join(lines) + "\n")
+
+
+def load_records(run_dir: Path) -> list[dict]:
+    out = []
+    for path in sorted((run_dir / "records").glob("*.jsonl")):
+        out.extend(json.loads(line) for line in path.read_text().splitlines() if line)
+    return out
+
+
+def seed_scores(records: list[dict]) -> dict[tuple[str, str], dict[str, dict[int, float]]]:
+    """``{(algo, task): {"final": {seed: score}, "last10": {seed: score}, "failed": set}}``.
+
+    "final" is the last evaluation, "last10" the mean of the last 10 evaluations. Seeds that
+    failed (non-finite losses) are excluded from both and listed under "failed".
+    """
+    by_run = defaultdict(lambda: defaultdict(list))
+    failed = defaultdict(set)
+    for r in records:
+        if r["failed"]:
+            failed[(r["algorithm"], r["task"])].add(r["seed"])
+        else:
+            run = by_run[(r["algorithm"], r["task"])]
+            run[r["seed"]].append((r["step"], r["normalized_score"]))
+    out = {}
+    for key in set(by_run) | set(failed):
+        seeds = {s: sorted(v) for s, v in by_run[key].items() if s not in failed[key]}
+        out[key] = {
+            "final": {s: v[-1][1] for s, v in seeds.items()},
+            "last10": {s: float(np.mean([x for _, x in v[-LAST_K:]])) for s, v in seeds.items()},
+            "failed": failed[key],
+        }
+    return out
+
+
+def summarize(records: list[dict]) -> list[dict]:
+    """One row per (algorithm, task) plus an "all tasks" row per algorithm."""
+    scores = seed_scores(records)
+    rows = []
+    for algo in sorted({a for a, _ in scores}):
+        tasks = sorted(t for a, t in scores if a == algo)
+        for task in tasks + ["all tasks"]:
+            keys = [(algo, t) for t in (tasks if task == "all tasks" else [task])]
+            row = {"algorithm": algo, "task": task}
+            for which in ("final", "last10"):
+                per_task = [np.array(list(scores[k][which].values())) for k in keys]
+                per_task = [p for p in per_task if p.size]
+                if not per_task:
+                    row.update({f"{which}_{s}": float("nan") for s in
+                                ("mean", "std", "iqm", "ci_low", "ci_high")})
+                    continue
+                values = np.concatenate(per_task)
+                low, high = stratified_bootstrap_ci(per_task)
+                row.update({f"{which}_mean": float(values.mean()),
+                            f"{which}_std": float(values.std()),
+                            f"{which}_iqm": iqm(values),
+                            f"{which}_ci_low": low, f"{which}_ci_high": high})
+            row["seeds"] = sum(len(scores[k]["final"]) for k in keys)
+            row["failed_seeds"] = sum(len(scores[k]["failed"]) for k in keys)
+            rows.append(row)
+    return rows
+
+
+def summary_markdown(rows: list[dict], run_info: dict) -> str:
+    lines = [
+        "| algorithm | task | final (mean ± std) | final IQM [95% CI] | last-10 mean ± std "
+        "| last-10 IQM [95% CI] | seeds | failed |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['algorithm']} | {r['task']} | {r['final_mean']:.1f} ± {r['final_std']:.1f} "
+            f"| {r['final_iqm']:.1f} [{r['final_ci_low']:.1f}, {r['final_ci_high']:.1f}] "
+            f"| {r['last10_mean']:.1f} ± {r['last10_std']:.1f} "
+            f"| {r['last10_iqm']:.1f} [{r['last10_ci_low']:.1f}, {r['last10_ci_high']:.1f}] "
+            f"| {r['seeds']} | {r['failed_seeds']} |")
+    versions = ", ".join(f"{k} {v}" for k, v in run_info.get("versions", {}).items())
+    lines += [
+        "",
+        "Normalized D4RL scores (0 = random, 100 = expert). final: last evaluation; last-10: "
+        "mean of the last 10 evaluations per seed. IQM and 95% CIs: stratified bootstrap over "
+        "seeds (rliable).",
+        f"Profile {run_info.get('profile')}, device {run_info.get('device')} "
+        f"x{run_info.get('device_count')}, commit {run_info.get('commit')}, data: "
+        f"{run_info.get('data', 'see run.json')}.",
+        f"Versions: {versions}.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def summary_csv(rows: list[dict]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else ["algorithm"])
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def write_summary(run_dir: Path) -> list[dict]:
+    run_info = json.loads((run_dir / "run.json").read_text())
+    records = load_records(run_dir)
+    rows = summarize(records)
+    write_text_atomic(run_dir / "summary.md", summary_markdown(rows, run_info))
+    write_text_atomic(run_dir / "summary.csv", summary_csv(rows))
+    write_plots(run_dir, records, rows)
+    return rows
+
+
+def write_plots(run_dir: Path, records: list[dict], rows: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plots = run_dir / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    curves = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    for r in records:
+        if not r["failed"]:
+            curves[r["task"]][r["algorithm"]][r["step"]].append(r["normalized_score"])
+    for task, by_algo in curves.items():
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for algo, by_step in sorted(by_algo.items()):
+            steps = np.array(sorted(by_step))
+            mean = np.array([np.mean(by_step[s]) for s in steps])
+            std = np.array([np.std(by_step[s]) for s in steps])
+            ax.plot(steps, mean, label=algo)
+            ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
+        ax.set(title=task, xlabel="updates", ylabel="normalized score")
+        ax.legend()
+        fig.tight_layout()
+        _save_figure(fig, plots / f"curves_{task}.png")
+        plt.close(fig)
+    overall = [r for r in rows if r["task"] == "all tasks"]
+    if overall:
+        fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(overall)), 4))
+        names = [r["algorithm"] for r in overall]
+        values = [r["final_iqm"] for r in overall]
+        errors = np.array([[r["final_iqm"] - r["final_ci_low"], r["final_ci_high"] -
+                            r["final_iqm"]] for r in overall]).T
+        ax.bar(names, values, yerr=errors, capsize=4)
+        ax.set(ylabel="normalized score (IQM, 95% CI)", title="all tasks, final evaluation")
+        fig.tight_layout()
+        _save_figure(fig, plots / "scores.png")
+        plt.close(fig)
+
+
+def _save_figure(fig, path: Path) -> None:
+    with atomic_output(path) as tmp, open(tmp, "wb") as handle:
+        fig.savefig(handle, format="png", dpi=100)

@@ -1,0 +1,213 @@
+"""The generic training loop: any algorithm, seeds as a vmapped (and sharded) axis.
+
+One evaluation interval is one compiled call: ``lax.scan`` over refresh periods, each running
+the algorithm's periodic ``refresh`` (model rollouts) once and then a ``lax.scan`` over its
+updates. Between intervals the host evaluates the policies and writes a checkpoint, so a killed
+run resumes from the last interval; every key is derived from (seed key, interval), which makes
+the resumed run bit-identical to an uninterrupted one.
+
+A seed whose metrics turn NaN or inf is frozen at its last finite state and flagged ``failed``;
+the other seeds, in the same program, are unaffected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from offrl_jax.algorithms.registry import Algorithm
+from offrl_jax.data._io import atomic_output
+from offrl_jax.evaluation import Evaluator
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    num_updates: int = 10_000
+    eval_every: int = 2_000
+    eval_episodes: int = 5
+    eval_backend: str = "host"
+
+    def __post_init__(self):
+        if self.num_updates % self.eval_every:
+            raise ValueError(f"num_updates ({self.num_updates}) must be a multiple of "
+                             f"eval_every ({self.eval_every})")
+
+
+def _all_finite(tree) -> jax.Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)
+              if jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
+
+
+def make_interval_fn(algorithm: Algorithm, config, eval_every: int) -> Callable:
+    """``(state, failed, dataset, key) -> (state, failed, metrics)`` for ONE seed: the updates
+    of one evaluation interval. ``metrics`` are interval means. Vmap it over seeds."""
+    refresh_every = getattr(config, "refresh_every", 0) if algorithm.refresh else 0
+    period = refresh_every or eval_every
+    if eval_every % period:
+        raise ValueError(f"eval_every ({eval_every}) must be a multiple of "
+                         f"{algorithm.name}'s refresh_every ({period})")
+
+    def interval(state, failed, dataset, key):
+        def run_period(carry, period_key):
+            state, failed = carry
+            refresh_key, update_key = jax.random.split(period_key)
+            if algorithm.refresh is not None:
+                refreshed = algorithm.refresh(state, dataset, refresh_key)
+                state = _keep_if(~failed, refreshed, state)
+
+            def step(carry, step_key):
+                state, failed = carry
+                new_state, metrics = algorithm.update(state, dataset, step_key)
+                healthy = _all_finite(metrics) & ~failed
+                return (_keep_if(healthy, new_state, state), failed | ~healthy), metrics
+
+            (state, failed), metrics = jax.lax.scan(
+                step, (state, failed), jax.random.split(update_key, period))
+            return (state, failed), jax.tree_util.tree_map(jnp.mean, metrics)
+
+        (state, failed), metrics = jax.lax.scan(
+            run_period, (state, failed), jax.random.split(key, eval_every // period))
+        return state, failed, jax.tree_util.tree_map(jnp.mean, metrics)
+
+    return interval
+
+
+def _keep_if(condition, new, old):
+    return jax.tree_util.tree_map(lambda n, o: jnp.where(condition, n, o), new, old)
+
+
+def seed_sharding(num_seeds: int):
+    """Shard the seed axis over all devices when it divides evenly, else keep one device."""
+    devices = jax.devices()
+    if len(devices) == 1 or num_seeds % len(devices):
+        return None, None
+    mesh = Mesh(np.array(devices), ("seeds",))
+    return NamedSharding(mesh, PartitionSpec("seeds")), NamedSharding(mesh, PartitionSpec())
+
+
+class Trainer:
+    """Trains ``len(seeds)`` copies of one algorithm on one dataset in one compiled program.
+
+    ``run(on_interval)`` yields control after each interval with per-seed evaluation results;
+    ``checkpoint_dir`` makes the run resumable.
+    """
+
+    def __init__(self, algorithm: Algorithm, config, dataset, spec, seeds, train: TrainConfig,
+                 checkpoint_dir: str | Path | None = None, shard: bool = True):
+        self.algorithm, self.config, self.train = algorithm, config, train
+        self.spec = spec
+        self.seeds = list(seeds)
+        self.num_intervals = train.num_updates // train.eval_every
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
+        seed_shard, replicated = seed_sharding(len(self.seeds)) if shard else (None, None)
+        self._seed_shard = seed_shard
+        self.dataset = jax.device_put(dataset, replicated) if replicated else dataset
+        keys = jnp.stack([jax.random.PRNGKey(s) for s in self.seeds])
+        self.keys = self._place(keys)
+        init = jax.vmap(lambda k, d: algorithm.init(jax.random.fold_in(k, 0), spec, config, d),
+                        in_axes=(0, None))
+        self._init = jax.jit(init)
+        self._interval = jax.jit(
+            jax.vmap(make_interval_fn(algorithm, config, train.eval_every),
+                     in_axes=(0, 0, None, 0)),
+            donate_argnums=(0,))
+        self.evaluator = Evaluator(spec.name, algorithm.act, train.eval_episodes,
+                                   backend=train.eval_backend)
+
+    def fingerprint(self) -> dict:
+        """What a checkpoint must match to be resumed (the number of updates may grow)."""
+        return {"algorithm": self.algorithm.name, "config": repr(self.config),
+                "env": self.spec.name, "seeds": self.seeds, "eval_every": self.train.eval_every,
+                "dataset_size": int(self.dataset.size)}
+
+    def _place(self, tree):
+        return jax.device_put(tree, self._seed_shard) if self._seed_shard else tree
+
+    def initial(self):
+        state = self._place(self._init(self.keys, self.dataset))
+        failed = self._place(jnp.zeros(len(self.seeds), bool))
+        return {"state": state, "failed": failed, "next_interval": 0, "records": []}
+
+    def run(self, on_interval: Callable | None = None) -> dict:
+        """Train to the end (resuming from the last checkpoint) and return the final carry:
+        ``state``, ``failed (seeds,)`` and ``records``: one dict per seed per evaluation.
+
+        ``on_interval(done, total, all_records, new_records)`` is called after each interval.
+        """
+        carry = self.initial()
+        restored = self._restore(carry)
+        if restored is not None:
+            carry = restored
+        for interval in range(carry["next_interval"], self.num_intervals):
+            keys = jax.vmap(lambda k, i=interval: jax.random.fold_in(
+                jax.random.fold_in(k, 1), i))(self.keys)
+            state, failed, metrics = self._interval(carry["state"], carry["failed"],
+                                                    self.dataset, keys)
+            eval_key = jax.random.fold_in(jax.random.PRNGKey(self.seeds[0]), 10_000 + interval)
+            result = self.evaluator(state, eval_key)
+            failed_host = np.asarray(failed)
+            metrics_host = jax.tree_util.tree_map(np.asarray, metrics)
+            step = (interval + 1) * self.train.eval_every
+            new_records = []
+            for i, seed in enumerate(self.seeds):
+                new_records.append({
+                    "seed": seed, "step": step, "failed": bool(failed_host[i]),
+                    "return": None if failed_host[i] else float(result.returns[i].mean()),
+                    "normalized_score": (None if failed_host[i]
+                                         else float(result.normalized[i].mean())),
+                    "metrics": {k: float(v[i]) for k, v in metrics_host.items()},
+                })
+            carry = {"state": state, "failed": failed, "next_interval": interval + 1,
+                     "records": carry["records"] + new_records}
+            self._save(carry)
+            if on_interval is not None:
+                on_interval(interval + 1, self.num_intervals, carry["records"], new_records)
+        return carry
+
+    # Checkpoints: orbax for the state pytree, JSON beside it for the records; the JSON is
+    # written last and names the interval, so a half-written step is never picked up.
+    def _save(self, carry) -> None:
+        if self.checkpoint_dir is None:
+            return
+        step_dir = self.checkpoint_dir / f"interval_{carry['next_interval']:06d}"
+        checkpointer = ocp.StandardCheckpointer()
+        checkpointer.save(step_dir.resolve(), {"state": carry["state"],
+                                               "failed": carry["failed"]}, force=True)
+        checkpointer.wait_until_finished()
+        with atomic_output(self.checkpoint_dir / "latest.json") as tmp:
+            tmp.write_text(json.dumps({"fingerprint": self.fingerprint(),
+                                       "next_interval": carry["next_interval"],
+                                       "records": carry["records"]}))
+        for old in self.checkpoint_dir.glob("interval_*"):
+            if old != step_dir:
+                shutil.rmtree(old, ignore_errors=True)
+
+    def _restore(self, template):
+        if self.checkpoint_dir is None or not (self.checkpoint_dir / "latest.json").exists():
+            return None
+        latest_path = self.checkpoint_dir / "latest.json"
+        latest = json.loads(latest_path.read_text())
+        if latest.get("fingerprint") != self.fingerprint():
+            raise ValueError(
+                f"{latest_path}: key 'fingerprint': expected {self.fingerprint()}, found "
+                f"{latest.get('fingerprint')}; this checkpoint belongs to another run (use "
+                f"another output directory)")
+        if latest["next_interval"] > self.num_intervals:
+            raise ValueError(f"{latest_path}: key 'next_interval': expected at most "
+                             f"{self.num_intervals}, found {latest['next_interval']}")
+        step_dir = self.checkpoint_dir / f"interval_{latest['next_interval']:06d}"
+        target = {"state": template["state"], "failed": template["failed"]}
+        abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
+        restored = ocp.StandardCheckpointer().restore(step_dir.resolve(), abstract)
+        return {"state": restored["state"], "failed": restored["failed"],
+                "next_interval": latest["next_interval"], "records": latest["records"]}

@@ -1,0 +1,158 @@
+"""The benchmark runner: algorithms x tasks x seeds into records, tables and plots.
+
+For each task the dataset is found (a registered file, a real D4RL file under
+``$OFFRL_D4RL_DIR``, or the suite's generated data, made first when missing); for each algorithm
+one :class:`~offrl_jax.training.Trainer` trains all seeds in one program. Records are rewritten
+atomically after every evaluation, and checkpoints let a killed sweep resume where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from offrl_jax.algorithms.registry import get_algorithm
+from offrl_jax.data import find_task_dataset, load_task_dataset, read_d4rl_metadata
+from offrl_jax.results.report import provenance, write_records, write_summary, write_text_atomic
+from offrl_jax.tasks import Task, parse_task_argument
+from offrl_jax.training.loop import TrainConfig, Trainer
+
+
+@dataclasses.dataclass(frozen=True)
+class RunProfile:
+    name: str
+    train: TrainConfig
+    data_profile: str
+    default_tasks: tuple[str, ...]
+    default_seeds: int
+    # Per-algorithm config overrides of this profile (e.g. smaller networks for tests).
+    algorithm_overrides: dict = dataclasses.field(default_factory=dict)
+
+
+RUN_PROFILES = {
+    "tiny": RunProfile("tiny", TrainConfig(num_updates=200, eval_every=100, eval_episodes=2),
+                       "tiny", ("hopper-medium",), 2,
+                       {"*": {"hidden_dims": (32, 32), "batch_size": 64}}),
+    "quick": RunProfile("quick", TrainConfig(num_updates=10_000, eval_every=1_000,
+                                             eval_episodes=5),
+                        "quick", ("hopper-medium", "hopper-medium-replay"), 3),
+    "full": RunProfile("full", TrainConfig(num_updates=1_000_000, eval_every=10_000,
+                                           eval_episodes=10),
+                       "full", tuple(f"{env}-{kind}" for env in
+                                     ("halfcheetah", "hopper", "walker2d")
+                                     for kind in ("medium", "medium-replay", "medium-expert")),
+                       5),
+}
+
+
+def _config_overrides(algorithm, profile: RunProfile, train: TrainConfig,
+                      overrides: dict) -> dict:
+    """Profile overrides then user overrides; ``"*"`` applies to every algorithm whose config
+    has the field, ``"ALGO"`` to that algorithm only. A ``total_updates`` field (learning-rate
+    schedules) follows the run's number of updates."""
+    fields = {f.name for f in dataclasses.fields(algorithm.config_cls)}
+    out = {}
+    run_length = {"*": {"total_updates": train.num_updates}}
+    for source in (run_length, profile.algorithm_overrides, overrides):
+        out.update({k: v for k, v in source.get("*", {}).items() if k in fields})
+        out.update(source.get(algorithm.name, {}))
+    return out
+
+
+def ensure_dataset(task: Task, data_profile: str, progress: bool = True) -> dict:
+    """Locate the task's data, generating the suite's own when nothing is on disk."""
+    try:
+        path, fmt = find_task_dataset(task, data_profile)
+    except FileNotFoundError:
+        if task.path is not None:
+            raise
+        from offrl_jax.generation import generate_env_datasets
+
+        print(f"generating {task.name} ({data_profile} profile): no dataset on disk",
+              flush=True)
+        generate_env_datasets(task.env, data_profile, kinds=[task.kind], progress=progress)
+        path, fmt = find_task_dataset(task, data_profile)
+    info = {"path": str(path), "format": fmt}
+    if fmt == "d4rl":
+        meta = read_d4rl_metadata(path)
+        if "recipe" in meta:
+            info["generated"] = {"recipe": meta["recipe"],
+                                 "behaviour": meta.get("behaviour", {}),
+                                 "checksum": meta.get("checksum")}
+    return info
+
+
+def run_benchmark(algorithms: list[str], tasks: list[str], seeds: list[int], profile: str,
+                  out_dir: str | Path, overrides: dict | None = None,
+                  eval_backend: str | None = None, argv: list[str] | None = None,
+                  progress: bool = True) -> list[dict]:
+    run_profile = RUN_PROFILES[profile]
+    train = run_profile.train
+    if eval_backend:
+        train = dataclasses.replace(train, eval_backend=eval_backend)
+    out_dir = Path(out_dir)
+    algos = [get_algorithm(a) for a in algorithms]
+    task_objs = [parse_task_argument(t) for t in tasks]
+    run_info_path = out_dir / "run.json"
+    run_info = provenance(profile, argv)
+    if run_info_path.exists():
+        run_info["started"] = json.loads(run_info_path.read_text()).get("started")
+    run_info.setdefault("started", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    run_info.update({"algorithms": algorithms, "tasks": [t.name for t in task_objs],
+                     "seeds": seeds, "train": dataclasses.asdict(train), "data": {}})
+    total = len(algos) * len(task_objs)
+    done = 0
+    for task in task_objs:
+        run_info["data"][task.name] = ensure_dataset(task, run_profile.data_profile, progress)
+        write_text_atomic(run_info_path, json.dumps(run_info, indent=2))
+        dataset = load_task_dataset(task, run_profile.data_profile)
+        for algorithm in algos:
+            config = algorithm.make_config(task.name, _config_overrides(
+                algorithm, run_profile, train, overrides or {}))
+            run_info.setdefault("configs", {})[f"{algorithm.name}/{task.name}"] = repr(config)
+            write_text_atomic(run_info_path, json.dumps(run_info, indent=2))
+            trainer = Trainer(algorithm, config, dataset, task.spec, seeds, train,
+                              checkpoint_dir=out_dir / "checkpoints" /
+                              f"{algorithm.name}__{task.name}")
+            done += 1
+            progress_line = _ProgressLine(f"[{done}/{total}] {algorithm.name} {task.name}",
+                                          train.eval_every, len(seeds), progress)
+
+            def on_interval(i, n, all_records, new, algorithm=algorithm, task=task,
+                            progress_line=progress_line):
+                write_records(out_dir, algorithm.name, task.name, all_records)
+                progress_line(i, n, new)
+
+            carry = trainer.run(on_interval)
+            write_records(out_dir, algorithm.name, task.name, carry["records"])
+    rows = write_summary(out_dir)
+    print(f"results: {out_dir / 'summary.md'} (raw records in {out_dir / 'records'}, plots in "
+          f"{out_dir / 'plots'})", flush=True)
+    return rows
+
+
+class _ProgressLine:
+    """Prints evaluations done, the latest score, updates/s and the time left."""
+
+    def __init__(self, label: str, eval_every: int, num_seeds: int, enabled: bool):
+        self.label, self.eval_every, self.num_seeds = label, eval_every, num_seeds
+        self.enabled = enabled
+        self.started = time.perf_counter()
+        self.intervals = 0
+
+    def __call__(self, i: int, n: int, new: list[dict]) -> None:
+        self.intervals += 1
+        if not self.enabled:
+            return
+        elapsed = time.perf_counter() - self.started
+        rate = self.intervals * self.eval_every / max(elapsed, 1e-9)
+        left = (n - i) * self.eval_every / max(rate, 1e-9)
+        scores = [r["normalized_score"] for r in new if not r["failed"]]
+        score = (f"{np.mean(scores):.1f} ± {np.std(scores):.1f}" if scores else "all failed")
+        print(f"{self.label}: eval {i}/{n}, score {score}, {rate:.0f} updates/s "
+              f"(x{self.num_seeds} seeds, incl. evaluation), ~{left / 60:.1f} min left",
+              flush=True)

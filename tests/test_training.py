@@ -1,0 +1,188 @@
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from offrl_jax.algorithms.registry import Algorithm, get_algorithm
+from offrl_jax.tasks import get_env_spec, get_task
+from offrl_jax.training import TrainConfig, Trainer
+from offrl_jax.training.runner import run_benchmark
+
+HOPPER = get_env_spec("hopper")
+TRAIN = TrainConfig(num_updates=60, eval_every=20, eval_episodes=1)
+
+
+def tiny_bc():
+    algo = get_algorithm("bc")
+    return algo, algo.make_config(overrides={"hidden_dims": (16, 16), "batch_size": 32})
+
+
+def leaves_equal(a, b):
+    jax.tree_util.tree_map(np.testing.assert_array_equal, a, b)
+
+
+def test_vmapped_seeds_equal_seeds_run_one_by_one(toy_hopper_dataset):
+    algo, config = tiny_bc()
+    together = Trainer(algo, config, toy_hopper_dataset, HOPPER, [3, 7], TRAIN).run()
+    for i, seed in enumerate([3, 7]):
+        alone = Trainer(algo, config, toy_hopper_dataset, HOPPER, [seed], TRAIN).run()
+        jax.tree_util.tree_map(
+            lambda a, b, i=i: np.testing.assert_allclose(a[i], b[0], rtol=1e-5, atol=1e-6),
+            together["state"].actor_params, alone["state"].actor_params)
+    seeds_params = jax.tree_util.tree_leaves(together["state"].actor_params)[0]
+    assert not np.allclose(seeds_params[0], seeds_params[1])
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_resume_after_kill_is_bit_identical(toy_hopper_dataset, tmp_path):
+    algo, config = tiny_bc()
+    reference = Trainer(algo, config, toy_hopper_dataset, HOPPER, [0, 1], TRAIN,
+                        checkpoint_dir=tmp_path / "a").run()
+
+    def kill_after_second(done, total, records, new):
+        if done == 2:
+            raise _Killed
+
+    with pytest.raises(_Killed):
+        Trainer(algo, config, toy_hopper_dataset, HOPPER, [0, 1], TRAIN,
+                checkpoint_dir=tmp_path / "b").run(kill_after_second)
+    latest = json.loads((tmp_path / "b" / "latest.json").read_text())
+    assert latest["next_interval"] == 2
+    resumed_intervals = []
+    resumed = Trainer(algo, config, toy_hopper_dataset, HOPPER, [0, 1], TRAIN,
+                      checkpoint_dir=tmp_path / "b").run(
+        lambda done, *_: resumed_intervals.append(done))
+    assert resumed_intervals == [3]  # only the missing interval ran
+    leaves_equal(reference["state"], resumed["state"])
+    assert reference["records"] == resumed["records"]
+    other = algo.make_config(overrides={"hidden_dims": (8,), "batch_size": 32})
+    with pytest.raises(ValueError, match="fingerprint"):
+        Trainer(algo, other, toy_hopper_dataset, HOPPER, [0, 1], TRAIN,
+                checkpoint_dir=tmp_path / "b").run()
+
+
+@flax.struct.dataclass
+class _CounterState:
+    count: jax.Array
+    poisoned: jax.Array
+
+
+def _counter_algorithm(poison_after: int) -> Algorithm:
+    """Counts updates; seeds whose key draws 'poisoned' emit NaN losses after a while."""
+
+    @dataclasses.dataclass(frozen=True)
+    class Config:
+        pass
+
+    def init(key, spec, config, dataset):
+        return _CounterState(jnp.zeros(()), jax.random.uniform(key) < 0.5)
+
+    def update(state, dataset, key):
+        count = state.count + 1
+        loss = jnp.where(state.poisoned & (count > poison_after), jnp.nan, count)
+        return state.replace(count=count), {"loss": loss}
+
+    def act(state, obs, key, deterministic):
+        return jnp.zeros((obs.shape[0], HOPPER.act_dim)) + 0.0 * state.count
+
+    return Algorithm("counter", Config, init, update, act)
+
+
+def test_nan_seed_is_marked_failed_and_others_continue(toy_hopper_dataset):
+    algo = _counter_algorithm(poison_after=25)
+    seeds = list(range(6))
+    poisoned = np.array([bool(jax.random.uniform(jax.random.fold_in(jax.random.PRNGKey(s), 0))
+                              < 0.5) for s in seeds])
+    assert poisoned.any() and (~poisoned).any()
+    out = Trainer(algo, algo.make_config(), toy_hopper_dataset, HOPPER, seeds, TRAIN).run()
+    np.testing.assert_array_equal(np.asarray(out["failed"]), poisoned)
+    counts = np.asarray(out["state"].count)
+    np.testing.assert_array_equal(counts[~poisoned], 60.0)
+    np.testing.assert_array_equal(counts[poisoned], 25.0)  # frozen at the last finite update
+    last = [r for r in out["records"] if r["step"] == 60]
+    assert [r["failed"] for r in last] == list(poisoned)
+    assert all(r["normalized_score"] is None for r in last if r["failed"])
+    assert all(np.isfinite(r["normalized_score"]) for r in last if not r["failed"])
+
+
+def test_tiny_sweep_table_matches_records(toy_hopper_dataset, tmp_path):
+    from offrl_jax.data import write_d4rl_hdf5
+
+    data_file = tmp_path / "toy.hdf5"
+    write_d4rl_hdf5(data_file, toy_hopper_dataset)
+    rows = run_benchmark(["bc", "iql"], [f"toy-hopper=hopper:{data_file}"], [0, 1], "tiny",
+                         tmp_path / "run", progress=False)
+    assert get_task("toy-hopper").path == str(data_file.resolve())
+    records = [json.loads(line) for path in sorted((tmp_path / "run" / "records").iterdir())
+               for line in path.read_text().splitlines()]
+    assert len(records) == 2 * 2 * 2  # algorithms x seeds x evaluations
+    for algo in ("bc", "iql"):
+        final = [r["normalized_score"] for r in records
+                 if r["algorithm"] == algo and r["step"] == 200]
+        last10 = [np.mean([r["normalized_score"] for r in records
+                           if r["algorithm"] == algo and r["seed"] == s]) for s in (0, 1)]
+        row = next(r for r in rows if r["algorithm"] == algo and r["task"] == "toy-hopper")
+        assert row["final_mean"] == pytest.approx(np.mean(final))
+        assert row["final_std"] == pytest.approx(np.std(final))
+        assert row["last10_mean"] == pytest.approx(np.mean(last10))
+        assert row["final_ci_low"] <= row["final_iqm"] <= row["final_ci_high"]
+        assert row["seeds"] == 2 and row["failed_seeds"] == 0
+    csv_text = (tmp_path / "run" / "summary.csv").read_text()
+    assert csv_text.count("\n") == 1 + len(rows)
+    table = (tmp_path / "run" / "summary.md").read_text()
+    bc_row = next(r for r in rows if r["algorithm"] == "bc" and r["task"] == "toy-hopper")
+    assert f"{bc_row['final_mean']:.1f} ± {bc_row['final_std']:.1f}" in table
+    assert (tmp_path / "run" / "plots" / "scores.png").stat().st_size > 1000
+    assert (tmp_path / "run" / "plots" / "curves_toy-hopper.png").exists()
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert info["profile"] == "tiny" and info["device"].startswith("cpu")
+
+
+SHARDED_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import jax, numpy as np
+    from offrl_jax.algorithms.registry import get_algorithm
+    from offrl_jax.data import Dataset, episodes_to_arrays
+    from offrl_jax.data.toy import toy_episodes
+    from offrl_jax.tasks import get_env_spec
+    from offrl_jax.training import Trainer, TrainConfig
+    assert jax.device_count() == 4, jax.devices()
+    data = Dataset.from_arrays(**episodes_to_arrays(toy_episodes("hopper", [120, 80])))
+    algo = get_algorithm("bc")
+    config = algo.make_config(overrides={"hidden_dims": (16, 16), "batch_size": 32})
+    train = TrainConfig(num_updates=40, eval_every=20, eval_episodes=1)
+    out = {}
+    for shard in (True, False):
+        trainer = Trainer(algo, config, data, get_env_spec("hopper"), [0, 1, 2, 3], train,
+                          shard=shard)
+        carry = trainer.run()
+        leaf = jax.tree_util.tree_leaves(carry["state"].actor_params)[0]
+        out[str(shard)] = {"devices": len(leaf.sharding.device_set),
+                           "params": np.asarray(leaf).tolist(),
+                           "scores": [r["normalized_score"] for r in carry["records"]]}
+    json.dump(out, sys.stdout)
+""")
+
+
+def test_sharded_and_unsharded_runs_agree():
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+           "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, "-c", SHARDED_SCRIPT], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["True"]["devices"] == 4 and out["False"]["devices"] == 1
+    np.testing.assert_allclose(out["True"]["params"], out["False"]["params"], rtol=1e-5,
+                               atol=1e-6)
+    np.testing.assert_allclose(out["True"]["scores"], out["False"]["scores"], rtol=1e-4)
