@@ -11,6 +11,7 @@ _COMMAND_MODULES = (
     "offrl_jax.tasks.cli",
     "offrl_jax.generation.cli",
     "offrl_jax.training.cli",
+    "offrl_jax.models.cli",
 )
 
 
