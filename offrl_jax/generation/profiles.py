@@ -40,8 +40,8 @@ PROFILES = {
         sac=SACConfig(hidden_dims=(32, 32), batch_size=64, actor_lr=1e-3, critic_lr=1e-3)),
     "quick": GenerationProfile(
         name="quick",
-        train_steps={"halfcheetah": 40_000, "hopper": 40_000, "walker2d": 40_000,
-                     "ant": 40_000},
+        train_steps={"halfcheetah": 60_000, "hopper": 60_000, "walker2d": 60_000,
+                     "ant": 60_000},
         start_steps=5_000, segment_steps=1_000, eval_every_segments=4, eval_episodes=4,
         dataset_size=50_000, collect_envs=10),
     "full": GenerationProfile(
