@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from offrl_jax.algorithms.base import Algorithm
 from offrl_jax.data import sample_batch
 from offrl_jax.networks import (
     TanhGaussianPolicy,
@@ -70,3 +71,6 @@ def update(state: BCState, dataset, key):
 def act(state: BCState, obs, key, deterministic: bool = True):
     mean, log_std = _policy(state.config, state.act_dim).apply(state.actor_params, obs)
     return squashed_action(mean, log_std, key, deterministic)
+
+
+ALGORITHM = Algorithm("bc", BCConfig, init, update, act)

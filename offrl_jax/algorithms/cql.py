@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import optax
 
 from offrl_jax.algorithms import sac
+from offrl_jax.algorithms.base import Algorithm
 from offrl_jax.algorithms.conservative import conservative_penalty, sampled_actions
 from offrl_jax.data import sample_batch
 
@@ -120,3 +121,6 @@ def update(state: CQLState, dataset, key):
 
 def act(state: CQLState, obs, key, deterministic: bool = True):
     return sac.act(state.sac, obs, key, deterministic)
+
+
+ALGORITHM = Algorithm("cql", CQLConfig, init, update, act)

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from offrl_jax.algorithms.base import Algorithm
 from offrl_jax.data import sample_batch
 from offrl_jax.networks import (
     MLP,
@@ -155,3 +156,6 @@ def update(state: IQLState, dataset, key):
 def act(state: IQLState, obs, key, deterministic: bool = True):
     mean, log_std = _nets(state.config, state.act_dim)[0].apply(state.actor_params, obs)
     return squashed_action(mean, log_std, key, deterministic)
+
+
+ALGORITHM = Algorithm("iql", IQLConfig, init, update, act)

@@ -1,52 +1,22 @@
 """Algorithms as data: the runner looks them up by name and never branches on it.
 
-Each entry bundles an algorithm module's functions with its config class and its per-dataset
-settings (a table keyed by task name, from shared/REFERENCE.md section 3).
+Each algorithm module defines ``ALGORITHM``, an :class:`~offrl_jax.algorithms.base.Algorithm`
+bundling its functions, config class and per-dataset settings (a table keyed by task name, from
+shared/REFERENCE.md section 3). Listing a module here registers it.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable, Mapping
-from typing import Any
+import importlib
 
-from offrl_jax.algorithms import bc, cql, iql
+from offrl_jax.algorithms.base import Algorithm
 
+_MODULES = ("bc", "cql", "iql")
 
-@dataclasses.dataclass(frozen=True)
-class Algorithm:
-    """``init(key, spec, config, dataset) -> state``; ``update(state, dataset, key) ->
-    (state, metrics)`` samples its own minibatches; ``act(state, obs, key, deterministic)``.
-
-    ``refresh(state, dataset, key) -> state``, when given, is periodic work (model rollouts) run
-    every ``config.refresh_every`` updates, outside the inner update scan.
-    """
-
-    name: str
-    config_cls: type
-    init: Callable
-    update: Callable
-    act: Callable
-    refresh: Callable | None = None
-    task_settings: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
-
-    def make_config(self, task: str | None = None, overrides: Mapping[str, Any] | None = None):
-        """The default config, then the task's settings, then explicit overrides."""
-        values = dict(self.task_settings.get(task, {})) if task else {}
-        values.update(overrides or {})
-        fields = {f.name for f in dataclasses.fields(self.config_cls)}
-        unknown = sorted(set(values) - fields)
-        if unknown:
-            raise KeyError(f"{self.name}: unknown config field(s) {unknown}; valid fields: "
-                           f"{sorted(fields)}")
-        return self.config_cls(**values)
-
-
-ALGORITHMS: dict[str, Algorithm] = {
-    "bc": Algorithm("bc", bc.BCConfig, bc.init, bc.update, bc.act),
-    "cql": Algorithm("cql", cql.CQLConfig, cql.init, cql.update, cql.act),
-    "iql": Algorithm("iql", iql.IQLConfig, iql.init, iql.update, iql.act),
-}
+ALGORITHMS: dict[str, Algorithm] = {}
+for _name in _MODULES:
+    _algorithm = importlib.import_module(f"offrl_jax.algorithms.{_name}").ALGORITHM
+    ALGORITHMS[_algorithm.name] = _algorithm
 
 
 def get_algorithm(name: str) -> Algorithm:
@@ -55,3 +25,6 @@ def get_algorithm(name: str) -> Algorithm:
     except KeyError:
         raise KeyError(f"unknown algorithm {name!r}; valid algorithms: "
                        f"{', '.join(sorted(ALGORITHMS))}") from None
+
+
+__all__ = ["ALGORITHMS", "Algorithm", "get_algorithm"]
