@@ -29,17 +29,28 @@ class RunProfile:
     data_profile: str
     default_tasks: tuple[str, ...]
     default_seeds: int
-    # Per-algorithm config overrides of this profile (e.g. smaller networks for tests).
+    # Per-algorithm config overrides of this profile (e.g. smaller networks for tests), and
+    # per-algorithm TrainConfig fields (e.g. fewer updates for the costly ones on a CPU).
     algorithm_overrides: dict = dataclasses.field(default_factory=dict)
+    train_overrides: dict = dataclasses.field(default_factory=dict)
+
+    def train_for(self, algorithm: str) -> TrainConfig:
+        return dataclasses.replace(self.train, **self.train_overrides.get(algorithm, {}))
 
 
 RUN_PROFILES = {
     "tiny": RunProfile("tiny", TrainConfig(num_updates=200, eval_every=100, eval_episodes=2),
                        "tiny", ("hopper-medium",), 2,
                        {"*": {"hidden_dims": (32, 32), "batch_size": 64}}),
+    # quick: a 2-core CPU smoke run of every algorithm on one generated task in ~30 minutes.
+    # The conservative critics (30 sampled actions per state) are ~100x costlier per update
+    # than BC on a CPU, so they get fewer updates and smaller critics here.
     "quick": RunProfile("quick", TrainConfig(num_updates=10_000, eval_every=1_000,
                                              eval_episodes=5),
-                        "quick", ("hopper-medium", "hopper-medium-replay"), 3),
+                        "quick", ("hopper-medium",), 3,
+                        algorithm_overrides={"cql": {"hidden_dims": (256, 256),
+                                                     "num_samples": 5}},
+                        train_overrides={"cql": {"num_updates": 2_000, "eval_every": 500}}),
     "full": RunProfile("full", TrainConfig(num_updates=1_000_000, eval_every=10_000,
                                            eval_episodes=10),
                        "full", tuple(f"{env}-{kind}" for env in
@@ -91,9 +102,6 @@ def run_benchmark(algorithms: list[str], tasks: list[str], seeds: list[int], pro
                   eval_backend: str | None = None, argv: list[str] | None = None,
                   progress: bool = True) -> list[dict]:
     run_profile = RUN_PROFILES[profile]
-    train = run_profile.train
-    if eval_backend:
-        train = dataclasses.replace(train, eval_backend=eval_backend)
     out_dir = Path(out_dir)
     algos = [get_algorithm(a) for a in algorithms]
     task_objs = [parse_task_argument(t) for t in tasks]
@@ -103,7 +111,7 @@ def run_benchmark(algorithms: list[str], tasks: list[str], seeds: list[int], pro
         run_info["started"] = json.loads(run_info_path.read_text()).get("started")
     run_info.setdefault("started", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     run_info.update({"algorithms": algorithms, "tasks": [t.name for t in task_objs],
-                     "seeds": seeds, "train": dataclasses.asdict(train), "data": {}})
+                     "seeds": seeds, "train": {}, "data": {}})
     total = len(algos) * len(task_objs)
     done = 0
     for task in task_objs:
@@ -111,6 +119,10 @@ def run_benchmark(algorithms: list[str], tasks: list[str], seeds: list[int], pro
         write_text_atomic(run_info_path, json.dumps(run_info, indent=2))
         dataset = load_task_dataset(task, run_profile.data_profile)
         for algorithm in algos:
+            train = run_profile.train_for(algorithm.name)
+            if eval_backend:
+                train = dataclasses.replace(train, eval_backend=eval_backend)
+            run_info["train"][algorithm.name] = dataclasses.asdict(train)
             config = algorithm.make_config(task.name, _config_overrides(
                 algorithm, run_profile, train, overrides or {}))
             run_info.setdefault("configs", {})[f"{algorithm.name}/{task.name}"] = repr(config)
