@@ -11,7 +11,7 @@ import importlib
 
 from offrl_jax.algorithms.base import Algorithm
 
-_MODULES = ("bc", "cql", "iql")
+_MODULES = ("armor", "atac", "bc", "combo", "cql", "iql", "mopo", "morel", "rambo")
 
 ALGORITHMS: dict[str, Algorithm] = {}
 for _name in _MODULES:

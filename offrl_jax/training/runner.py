@@ -38,19 +38,50 @@ class RunProfile:
         return dataclasses.replace(self.train, **self.train_overrides.get(algorithm, {}))
 
 
+# Model-based settings shrunk for a CPU: fewer and smaller dynamics models, a capped model
+# fit, 5k-state rollouts, and short warm starts (fields an algorithm lacks are ignored).
+_QUICK_MODEL = {
+    "ensemble_members": 5, "ensemble_elites": 3, "ensemble_hidden_dims": (200, 200),
+    "ensemble_max_epochs": 30, "rollout_batch_size": 5_000,
+    "model_hidden_sizes": (200, 200), "model_weight_decays": (2.5e-5, 5e-5, 1e-4),
+    "model_max_epochs": 30, "model_buffer_capacity": 50_000,
+    "warmstart_steps": 2_000,
+}
+_TINY_MODEL = {
+    "ensemble_members": 2, "ensemble_elites": 1, "ensemble_hidden_dims": (32, 32),
+    "ensemble_max_epochs": 3, "rollout_batch_size": 100, "refresh_every": 50,
+    "model_hidden_sizes": (32, 32), "model_weight_decays": (2.5e-5, 5e-5, 1e-4),
+    "model_max_epochs": 3, "model_buffer_capacity": 1_000,
+    "warmstart_steps": 50, "bc_pretrain_steps": 50, "adversary_steps": 5,
+    "adversary_batch_size": 64, "model_batch_size": 64, "num_samples": 2,
+}
+
 RUN_PROFILES = {
     "tiny": RunProfile("tiny", TrainConfig(num_updates=200, eval_every=100, eval_episodes=2),
                        "tiny", ("hopper-medium",), 2,
-                       {"*": {"hidden_dims": (32, 32), "batch_size": 64}}),
+                       {"*": {"hidden_dims": (32, 32), "batch_size": 64, **_TINY_MODEL}}),
     # quick: a 2-core CPU smoke run of every algorithm on one generated task in ~30 minutes.
     # The conservative critics (30 sampled actions per state) are ~100x costlier per update
     # than BC on a CPU, so they get fewer updates and smaller critics here.
     "quick": RunProfile("quick", TrainConfig(num_updates=10_000, eval_every=1_000,
                                              eval_episodes=5),
                         "quick", ("hopper-medium",), 3,
-                        algorithm_overrides={"cql": {"hidden_dims": (256, 256),
-                                                     "num_samples": 5}},
-                        train_overrides={"cql": {"num_updates": 2_000, "eval_every": 500}}),
+                        algorithm_overrides={"*": _QUICK_MODEL,
+                                             "cql": {"hidden_dims": (256, 256),
+                                                     "num_samples": 5},
+                                             "combo": {"hidden_dims": (256, 256),
+                                                       "num_samples": 5},
+                                             "rambo": {"bc_pretrain_steps": 2_000,
+                                                       "adversary_steps": 50}},
+                        train_overrides={
+                            "cql": {"num_updates": 2_000, "eval_every": 500},
+                            "combo": {"num_updates": 2_000, "eval_every": 1_000},
+                            "mopo": {"num_updates": 5_000},
+                            "morel": {"num_updates": 5_000},
+                            "rambo": {"num_updates": 5_000},
+                            "armor": {"num_updates": 3_000},
+                            "atac": {"num_updates": 3_000},
+                        }),
     "full": RunProfile("full", TrainConfig(num_updates=1_000_000, eval_every=10_000,
                                            eval_episodes=10),
                        "full", tuple(f"{env}-{kind}" for env in

@@ -1,0 +1,332 @@
+"""ARMOR (Bhardwaj et al., 2023): adversarial model for offline RL, as Algorithm 1 of the poster.
+
+One dynamics model M (no ensemble), twin critics f_1, f_2 and the actor pi play against a fixed
+reference policy pi_ref (behaviour cloning). Per update k:
+
+3. a minibatch of real transitions and one of (s, a) pairs from the model buffer D_model;
+4. D_M: the model's own transitions (s, a, r_M, s'_M) for all those (s, a), with
+   ``r_M = R_M(s, a)`` (predicted mean) and ``s'_M = s + mu + sigma * eps`` (reparameterised, so
+   the gradient reaches the model's mean and variance);
+5. the adversary (critics AND model, fast rate) minimises, per critic i, (4)::
+
+       l_i = E_DM[f_i(s, pi(s)) - f_i(s, pi_ref(s))] + beta * E^w_DM(f_i, M, pi)
+             + lambda * E_Dreal(M)
+
+   written ``l_i / beta`` when beta > 1 (as ATAC). E^w mixes TD and residual errors with weight
+   w (:func:`offrl_jax.algorithms.atac.bellman_error`); its (r, s') come from the model, so its
+   gradient reaches the model. E_D(M) is the poster's fit: Gaussian NLL of s' plus
+   ``(R_M(s, a) - r)^2 / V_max^2`` (plus the pretraining's log-variance bound term). The model
+   steps on ``grad_M (l_1 + l_2)``; each critic on its own ``l_i``, is L2-projected and its
+   target follows with rate tau;
+6. the actor (slow rate) minimises (5) ``-E[f_1(s, pi(s)) - f_1(s, pi_ref(s))]`` over the D_M
+   states, with ATAC's entropy term (:func:`offrl_jax.algorithms.atac.actor_step`);
+7-8. every H steps the model states of pi and pi_ref restart from the real minibatch's states;
+   the pairs (s, pi(s)) and (s, pi_ref(s)) join D_model and the states advance one detached model
+   step.
+
+Steps 7-8 cost two policy calls and one model call on B states, so they run inside every update
+with arithmetic masking (``jnp.where`` on the reset flag), no ``lax.cond`` and no refresh hook:
+under the Trainer's vmapped scan both would run every step anyway (REFERENCE s.5, mistake 7).
+They run at the START of update k (reset when ``k % H == 0``, from update k's real minibatch),
+before D_model is sampled: the same policy and model as at the end of update k - 1, so the same
+algorithm, except that update k may sample the pairs it has just added. Two reasons: D_model is
+never empty when sampled (no special first step), and the buffer write comes before the read, so
+XLA updates the ring in place; write-after-read, with the written states independent of the read
+batch, made XLA copy the whole ring every update (half the update time at 1M entries on a CPU).
+
+``lambda`` is a separate weight here, as in shared/REFERENCE.md and the issue; the poster writes
+``beta * (E^w + lambda_p * E(M))``, i.e. ``lambda = beta * lambda_p``. With beta = 0 and lambda =
+0 the loss does not depend on the model (the relative term only reads D_M's states), so the model
+stays put; beta = 0 and lambda > 0 is maximum-likelihood fitting on real data alone.
+
+Initialisation (:func:`init`, all compiled): pi and pi_ref from ATAC's warm start (behaviour cloning
+plus a Bellman fit of the critics on real data; pi starts AS pi_ref); the model pretrained by
+maximum likelihood with :func:`offrl_jax.models.ensemble.train_ensemble` (one member, no
+bootstrap); D_model empty.
+
+Conventions of ours, where the poster is silent:
+- a rollout state whose model transition is terminal (the task's termination function, or not
+  finite) restarts from the real minibatch's state at once (REFERENCE s.5, mistake 6); D_M marks
+  such transitions terminal, so f is not bootstrapped past them;
+- the next action a' ~ pi(s'_M) in the Bellman error is a function of s'_M, so the model's
+  gradient also flows through pi's input;
+- D_model stores full model transitions (the ring buffer's layout); only (s, a) are read.
+
+Defaults marked (to verify) are recalled, not checked against the paper: fast lr 5e-4, slow lr
+5e-7, horizon 10, beta, lambda, w, the buffer size, batch sizes and the warm-start length.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from offrl_jax.algorithms import atac, sac
+from offrl_jax.algorithms.base import Algorithm
+from offrl_jax.data import sample_batch
+from offrl_jax.models import buffer as model_buffer
+from offrl_jax.models import ensemble
+
+
+@dataclasses.dataclass(frozen=True)
+class ArmorConfig:
+    # Agent: actor pi, twin critics, temperature (ATAC's networks and rates).
+    hidden_dims: tuple[int, ...] = (256, 256, 256)
+    actor_lr: float = 5e-7  # slow (to verify)
+    critic_lr: float = 5e-4  # fast (to verify)
+    model_lr: float = 5e-4  # fast: the model is part of the adversary (to verify)
+    alpha_lr: float = 5e-4
+    target_entropy: float | None = None  # None: -act_dim
+    fixed_alpha: float | None = None  # None: automatic temperature; 0.0: no entropy term
+    # Adversary loss (4): relative + beta * E^w + lambda * E_D(M).
+    beta: float = 3.0  # (to verify)
+    model_fit_weight: float = 10.0  # lambda (to verify)
+    residual_weight: float = 0.5  # w: E^w = (1 - w) TD + w residual (to verify)
+    v_max: float | None = None  # E_D(M)'s reward term scale; None: max|r| / (1 - gamma)
+    norm_constraint: float = 100.0
+    gamma: float = 0.99
+    tau: float = 5e-3
+    # Data: real and model minibatches, model rollouts.
+    batch_size: int = 256  # real minibatch, also the number of model states per policy
+    model_batch_size: int = 256  # D_model minibatch (to verify)
+    rollout_horizon: int = 10  # H (to verify)
+    model_buffer_capacity: int = 1_000_000  # (to verify)
+    # Initialisation: warm start (BC = pi_ref, critic fit) and model pretraining.
+    warmstart_steps: int = 100_000  # (to verify)
+    warmstart_lr: float = 5e-4
+    model_hidden_sizes: tuple[int, ...] = (200, 200, 200, 200)
+    model_weight_decays: tuple[float, ...] = (2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4)
+    model_pretrain_lr: float = 1e-3
+    model_max_epochs: int = 1000
+    model_patience: int = 5
+
+    def __post_init__(self):
+        if self.rollout_horizon < 1 or self.model_buffer_capacity < 1:
+            raise ValueError("ArmorConfig: rollout_horizon and model_buffer_capacity must be >= 1")
+        if min(self.beta, self.model_fit_weight) < 0 or not 0 <= self.residual_weight <= 1:
+            raise ValueError("ArmorConfig: beta and model_fit_weight must be >= 0 and "
+                             "residual_weight in [0, 1]")
+
+    def atac_config(self) -> atac.ATACConfig:
+        return atac.ATACConfig(
+            hidden_dims=self.hidden_dims, actor_lr=self.actor_lr, critic_lr=self.critic_lr,
+            alpha_lr=self.alpha_lr, beta=self.beta, residual_weight=self.residual_weight,
+            norm_constraint=self.norm_constraint, gamma=self.gamma, tau=self.tau,
+            batch_size=self.batch_size, target_entropy=self.target_entropy,
+            fixed_alpha=self.fixed_alpha, warmstart_steps=self.warmstart_steps,
+            warmstart_lr=self.warmstart_lr)
+
+    def model_config(self) -> ensemble.EnsembleConfig:
+        return ensemble.EnsembleConfig(
+            num_members=1, num_elites=1, hidden_sizes=self.model_hidden_sizes,
+            weight_decays=self.model_weight_decays, learning_rate=self.model_pretrain_lr,
+            bootstrap=False, max_epochs=self.model_max_epochs, patience=self.model_patience)
+
+
+@flax.struct.dataclass
+class ArmorState:
+    """agent: pi, f_1, f_2, their targets and the temperature; ref_actor_params: pi_ref (fixed);
+    model: the single dynamics model (leaves with a leading member axis of 1) and model_opt;
+    model_buffer: D_model; rollout_obs ``(2, batch_size, obs)``: the current model states of pi
+    (row 0) and pi_ref (row 1); reward_fit_scale: 1 / V_max^2 of E_D(M)."""
+
+    agent: sac.SACState
+    ref_actor_params: dict
+    model: ensemble.EnsembleState
+    model_opt: optax.OptState
+    model_buffer: model_buffer.ModelBuffer
+    rollout_obs: jax.Array
+    reward_fit_scale: jax.Array
+    config: ArmorConfig = flax.struct.field(pytree_node=False)
+    termination_fn: Callable = flax.struct.field(pytree_node=False)
+
+
+def model_transition(model: ensemble.EnsembleState, params, obs, act, noise):
+    """The model's ``(s'_M, r_M)`` for ``(s, a)`` ``(N, obs)``, ``(N, act)``: ``s'_M = s + mu +
+    sigma * noise`` (``noise`` standard normal ``(N, obs)``), ``r_M`` the predicted mean ``(N,)``.
+    Differentiable in ``params``."""
+    mean, logvar = ensemble.predict(model.replace(params=params), obs, act)
+    mean, logvar, d = mean[0], logvar[0], model.obs_dim
+    return obs + mean[:, :d] + jnp.exp(0.5 * logvar[:, :d]) * noise, mean[:, d]
+
+
+def model_fit(model: ensemble.EnsembleState, params, batch, reward_fit_scale):
+    """E_D(M) on real transitions: ``-log P_M(s'|s, a)`` (Gaussian, summed over obs dims) plus
+    ``reward_fit_scale * (R_M(s, a) - r)^2``, batch means, plus the log-variance bound term of
+    pretraining (obs dims). Returns ``(fit, (nll, reward_error))``."""
+    mean, logvar = ensemble.predict(model.replace(params=params), batch.observations,
+                                    batch.actions)
+    mean, logvar, d = mean[0], logvar[0], model.obs_dim
+    delta = batch.next_observations - batch.observations
+    nll = 0.5 * jnp.mean(jnp.sum(jnp.square(mean[:, :d] - delta) * jnp.exp(-logvar[:, :d])
+                                 + logvar[:, :d] + math.log(2 * math.pi), axis=-1))
+    reward_error = jnp.mean(jnp.square(mean[:, d] - batch.rewards))
+    p = params["params"]
+    bounds = model.config.logvar_bound_coef * (jnp.sum(p["max_logvar"][..., :d])
+                                               - jnp.sum(p["min_logvar"][..., :d]))
+    return nll + reward_fit_scale * reward_error + bounds, (nll, reward_error)
+
+
+def _done(termination_fn, next_obs):
+    finite = jnp.all(jnp.isfinite(next_obs), axis=-1)
+    return jnp.asarray(termination_fn(next_obs), bool) | ~finite
+
+
+def expand_model_data(state: ArmorState, reset_obs, key, reset) -> ArmorState:
+    """Algorithm 1, steps 7-8: if ``reset``, both model states restart from ``reset_obs``
+    ``(B, obs)``; (s, pi(s)) and (s, pi_ref(s)) join D_model; the states advance one detached
+    model step (a terminal or non-finite next state restarts from ``reset_obs``)."""
+    pi_key, ref_key, noise_key = jax.random.split(key, 3)
+    agent = state.agent
+    starts = jnp.where(reset, reset_obs[None], state.rollout_obs)
+    pi_act, _ = sac.policy_sample(agent, agent.actor_params, starts[0], pi_key)
+    ref_act, _ = sac.policy_sample(agent, state.ref_actor_params, starts[1], ref_key)
+    actions = jnp.stack([pi_act, ref_act]).reshape(-1, pi_act.shape[-1])
+    flat_starts = starts.reshape(-1, starts.shape[-1])
+    next_obs, rewards = model_transition(state.model, state.model.params, flat_starts, actions,
+                                         jax.random.normal(noise_key, flat_starts.shape))
+    next_obs, rewards = next_obs.reshape(starts.shape), rewards.reshape(starts.shape[:2])
+    actions = actions.reshape(starts.shape[:2] + pi_act.shape[-1:])
+    done = _done(state.termination_fn, next_obs)
+    next_obs = jnp.where(jnp.isfinite(next_obs), next_obs, 0.0)
+    transitions = model_buffer.Transitions(starts, actions, jnp.nan_to_num(rewards), next_obs,
+                                           done.astype(jnp.float32))
+    buffer = model_buffer.add(state.model_buffer, transitions, jnp.ones(done.shape, bool))
+    rollout_obs = jnp.where(done[..., None], reset_obs[None], next_obs)
+    return state.replace(model_buffer=buffer, rollout_obs=jax.lax.stop_gradient(rollout_obs))
+
+
+def init(key, spec, config: ArmorConfig = ArmorConfig(), dataset=None) -> ArmorState:
+    """``spec`` needs ``obs_dim``, ``act_dim`` and ``termination_fn`` (an ``EnvSpec``)."""
+    if dataset is None:
+        raise ValueError("armor.init needs the dataset (model pretraining and pi_ref)")
+    agent_key, warm_key, model_key = jax.random.split(key, 3)
+    atac_config = config.atac_config()
+    agent = sac.init(agent_key, spec, atac_config.sac_config())
+    if config.warmstart_steps > 0:
+        agent, _ = atac.warm_start(agent, atac_config, dataset, warm_key, config.warmstart_steps)
+    model = ensemble.train_ensemble(model_key, dataset.observations, dataset.actions,
+                                    dataset.rewards, dataset.next_observations,
+                                    config.model_config())
+    if config.v_max is None:
+        v_max = jnp.max(jnp.abs(dataset.rewards)) / (1.0 - config.gamma)
+    else:
+        v_max = jnp.asarray(config.v_max, jnp.float32)
+    reward_fit_scale = 1.0 / jnp.maximum(jnp.square(v_max), 1e-12)
+    return ArmorState(
+        agent=agent,
+        ref_actor_params=agent.actor_params,
+        model=model,
+        model_opt=optax.adam(config.model_lr).init(model.params),
+        model_buffer=model_buffer.init_buffer(config.model_buffer_capacity, spec.obs_dim,
+                                              spec.act_dim),
+        rollout_obs=jnp.zeros((2, config.batch_size, spec.obs_dim), jnp.float32),
+        reward_fit_scale=reward_fit_scale,
+        config=config,
+        termination_fn=spec.termination_fn,
+    )
+
+
+@flax.struct.dataclass
+class AdversaryBatch:
+    """The inputs of loss (4). obs, act ``(N, ...)``: D_M's (s, a), the real minibatch then the
+    D_model minibatch; pi_act, ref_act ``(N, act)``: samples of pi and pi_ref at obs (constants);
+    noise ``(N, obs)``: the standard normal draw of s'_M; real: the real minibatch (a
+    ``Dataset``), on which E_D(M) is measured."""
+
+    obs: jax.Array
+    act: jax.Array
+    pi_act: jax.Array
+    ref_act: jax.Array
+    noise: jax.Array
+    real: object
+
+
+def adversary_batch(state: ArmorState, real, key) -> AdversaryBatch:
+    """Algorithm 1, steps 3-4: with ``real`` the D_real minibatch, a D_model minibatch (D_model
+    must not be empty) and what D_M needs."""
+    sim_key, pi_key, ref_key, noise_key = jax.random.split(key, 4)
+    agent, config = state.agent, state.config
+    simulated = model_buffer.sample(state.model_buffer, sim_key, config.model_batch_size)
+    obs = jnp.concatenate([real.observations, simulated.observations])
+    pi_act = sac.policy_sample(agent, agent.actor_params, obs, pi_key)[0]
+    ref_act = sac.policy_sample(agent, state.ref_actor_params, obs, ref_key)[0]
+    return AdversaryBatch(obs=obs, act=jnp.concatenate([real.actions, simulated.actions]),
+                          pi_act=jax.lax.stop_gradient(pi_act),
+                          ref_act=jax.lax.stop_gradient(ref_act),
+                          noise=jax.random.normal(noise_key, obs.shape), real=real)
+
+
+def adversary_loss(state: ArmorState, critic_params, model_params, batch: AdversaryBatch, key,
+                   beta, model_fit_weight):
+    """Loss (4) summed over the twin critics (each critic's gradient is that of its own l_i,
+    the model's that of l_1 + l_2), divided by max(1, beta). ``beta`` and ``model_fit_weight``
+    (lambda) are arguments so they may be traced; :func:`update` passes the config's.
+    Returns ``(loss, metrics)``."""
+    config, agent, model = state.config, state.agent, state.model
+    obs, size = batch.obs, batch.obs.shape[0]
+    next_obs, rewards = model_transition(model, model_params, obs, batch.act, batch.noise)
+    terminals = _done(state.termination_fn, jax.lax.stop_gradient(next_obs)).astype(jnp.float32)
+    next_act, _ = sac.policy_sample(agent, agent.actor_params, next_obs, key)
+    # One critic call on [(s, a); (s, pi(s)); (s, pi_ref(s)); (s'_M, a')]: (num_qs, 4N).
+    q_all = sac.q_values(agent, critic_params, jnp.concatenate([obs, obs, obs, next_obs]),
+                         jnp.concatenate([batch.act, batch.pi_act, batch.ref_act, next_act]))
+    q, q_pi, q_ref, q_next = (q_all[:, i * size:(i + 1) * size] for i in range(4))
+    target_next = sac.q_values(agent, agent.target_critic_params, next_obs, next_act).min(0)
+    bellman = atac.bellman_error(q, q_next, target_next, rewards, terminals, config.gamma,
+                                 config.residual_weight)
+    relative = jnp.mean(q_pi - q_ref, axis=-1)
+    fit, (nll, reward_error) = model_fit(model, model_params, batch.real,
+                                         state.reward_fit_scale)
+    per_critic = relative + beta * bellman + model_fit_weight * fit
+    loss = jnp.sum(per_critic) / jnp.maximum(1.0, beta)
+    return loss, {"adversary_loss": loss, "relative_value": relative[0],
+                  "bellman_loss": bellman.mean(), "model_nll": nll,
+                  "model_reward_error": reward_error, "q_mean": q.mean(),
+                  "model_reward_mean": rewards.mean(), "model_terminal_rate": terminals.mean()}
+
+
+def update(state: ArmorState, dataset, key):
+    config, model = state.config, state.model
+    real_key, expand_key, batch_key, next_key, actor_key = jax.random.split(key, 5)
+    real = sample_batch(dataset, real_key, config.batch_size)
+    # 7-8 (moved first, see the module doc): reset every H updates, expand D_model.
+    reset = state.agent.step % config.rollout_horizon == 0
+    state = expand_model_data(state, real.observations, expand_key, reset)
+    batch = adversary_batch(state, real, batch_key)
+    # 5: the adversary, critics and model in one differentiation.
+    (_, metrics), (critic_grads, model_grads) = jax.value_and_grad(
+        adversary_loss, argnums=(1, 2), has_aux=True)(
+        state, state.agent.critic_params, model.params, batch, next_key, config.beta,
+        config.model_fit_weight)
+    agent = atac.critic_step(state.agent, critic_grads, config.norm_constraint)
+    updates, model_opt = optax.adam(config.model_lr).update(model_grads, state.model_opt,
+                                                             model.params)
+    model = model.replace(params=optax.apply_updates(model.params, updates))
+    # 6: the actor against f_1 (f_1(s, pi_ref(s)) is a constant of the actor's loss).
+    agent, actor_metrics = atac.actor_step(agent, config, batch.obs, actor_key)
+    state = state.replace(agent=agent.replace(step=agent.step + 1), model=model,
+                          model_opt=model_opt)
+    return state, {**metrics, **actor_metrics,
+                   "model_buffer_size": state.model_buffer.size.astype(jnp.float32)}
+
+
+def act(state: ArmorState, obs, key, deterministic: bool = True):
+    return sac.act(state.agent, obs, key, deterministic)
+
+
+def reference_act(state: ArmorState, obs, key, deterministic: bool = True):
+    """pi_ref's action (the behaviour-cloned reference the policy must not fall below)."""
+    return sac.act(state.agent.replace(actor_params=state.ref_actor_params), obs, key,
+                   deterministic)
+
+
+# The ARMOR paper's per-dataset settings are not in shared/REFERENCE.md; the defaults above apply
+# to every task until they are checked.
+ALGORITHM = Algorithm("armor", ArmorConfig, init, update, act)

@@ -1,0 +1,260 @@
+"""Adversarially trained actor critic (ATAC; Cheng et al., 2022), the model-free sibling of ARMOR.
+
+A Stackelberg game between a slow actor and a fast, relatively pessimistic critic:
+
+- each of the twin critics f_i minimises ``mean(f_i(s, pi(s)) - f_i(s, a_data)) + beta * E_i``,
+  written ``l / beta + E_i`` when beta > 1 (:func:`normalized_sum`), where the Bellman error
+  ``E_i = (1 - w) * TD + w * residual`` mixes the TD error against the target critics (min of the
+  twin targets) and the residual error whose target ``r + gamma f_i(s', a')`` keeps its gradient;
+  after each step every critic layer's kernel is projected to Frobenius norm <= ``norm_constraint``
+  (:func:`project_l2`) and the targets follow with rate ``tau``;
+- the actor maximises the FIRST critic ``f_1(s, pi(s))`` with SAC's entropy term (automatic
+  temperature towards ``-act_dim``), at the slow rate 5e-7;
+- init warm-starts (:func:`warm_start`): ``warmstart_steps`` of behaviour cloning (``bc.update``)
+  and, in the same ``lax.scan``, a Bellman fit of the critics to that policy.
+
+Settings from shared/REFERENCE.md s.3 and the public lightATAC code (facts only): fast rate 5e-4
+for critics and temperature, slow rate 5e-7 for the actor, beta 3 (3 to 16 in the paper), w 0.5,
+tau 5e-3, 3x256 networks, 100k warm-start steps at the fast rate. Choices of ours: the warm start
+projects the critics too (so every critic the game sees lies in the norm ball), and the BC part
+is plain maximum likelihood (``bc.update``) without lightATAC's entropy bonus.
+
+The pieces ARMOR shares (:func:`bellman_error`, :func:`critic_step`, :func:`actor_step`,
+:func:`warm_start`) take the inner :class:`~offrl_jax.algorithms.sac.SACState`, which holds the
+actor, the twin critics, their targets and the temperature.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from offrl_jax.algorithms import bc, sac
+from offrl_jax.algorithms.base import Algorithm
+from offrl_jax.data import sample_batch
+
+
+@dataclasses.dataclass(frozen=True)
+class ATACConfig:
+    hidden_dims: tuple[int, ...] = (256, 256, 256)
+    actor_lr: float = 5e-7  # slow
+    critic_lr: float = 5e-4  # fast
+    alpha_lr: float = 5e-4  # lightATAC tunes the temperature at the fast rate
+    beta: float = 3.0
+    residual_weight: float = 0.5  # w in E = (1 - w) TD + w residual
+    norm_constraint: float = 100.0
+    gamma: float = 0.99
+    tau: float = 5e-3
+    batch_size: int = 256
+    target_entropy: float | None = None  # None: -act_dim
+    fixed_alpha: float | None = None  # None: automatic temperature; 0.0: no entropy term
+    warmstart_steps: int = 100_000
+    warmstart_lr: float = 5e-4
+
+    def sac_config(self) -> sac.SACConfig:
+        return sac.SACConfig(hidden_dims=self.hidden_dims, num_qs=2, actor_lr=self.actor_lr,
+                             critic_lr=self.critic_lr, alpha_lr=self.alpha_lr, gamma=self.gamma,
+                             tau=self.tau, init_alpha=1.0, target_entropy=self.target_entropy,
+                             batch_size=self.batch_size)
+
+
+@flax.struct.dataclass
+class ATACState:
+    agent: sac.SACState
+    config: ATACConfig = flax.struct.field(pytree_node=False)
+
+
+def normalized_sum(loss, regularizer, weight):
+    """``loss + weight * regularizer``, written ``loss / weight + regularizer`` when weight > 1
+    (the same minimisers, with step sizes that do not grow with ``weight``)."""
+    if weight > 1:
+        return loss / weight + regularizer
+    return loss + weight * regularizer
+
+
+def project_l2(params, max_norm: float):
+    """Scale every ``kernel`` leaf so its Frobenius norm is at most ``max_norm``; biases stay.
+
+    Kernels of a :class:`~offrl_jax.networks.QEnsemble` are ``(num_qs, in, out)``: each member's
+    layer is projected on its own (the norm runs over the last two axes).
+    """
+
+    def project(path, leaf):
+        if getattr(path[-1], "key", None) != "kernel":
+            return leaf
+        norm = jnp.sqrt(jnp.sum(jnp.square(leaf), axis=(-2, -1), keepdims=True))
+        return leaf * jnp.minimum(1.0, max_norm / jnp.maximum(norm, 1e-12))
+
+    return jax.tree_util.tree_map_with_path(project, params)
+
+
+def kernel_norms(params) -> list[jax.Array]:
+    """Frobenius norm of every kernel leaf, each ``(num_qs,)`` for a critic ensemble."""
+    flat = jax.tree_util.tree_flatten_with_path(params)[0]
+    return [jnp.sqrt(jnp.sum(jnp.square(leaf), axis=(-2, -1))) for path, leaf in flat
+            if getattr(path[-1], "key", None) == "kernel"]
+
+
+def bellman_error(q, q_next, target_next, rewards, terminals, gamma: float,
+                  residual_weight: float):
+    """Per-critic ``(1 - w) * TD + w * residual`` mean squared errors, ``(num_qs,)``.
+
+    q, q_next: ``(num_qs, B)`` the critics at (s, a) and at (s', a'); target_next ``(B,)`` the
+    target critics' value at (s', a') (min over the twins). The TD target uses ``target_next``;
+    the residual target ``r + gamma (1 - done) q_next`` keeps its gradient to the critic. Any
+    gradient through ``rewards``/``target_next`` (ARMOR's model) is kept as given.
+    """
+    continues = gamma * (1.0 - terminals)
+    td = jnp.mean(jnp.square(q - (rewards + continues * target_next)), axis=-1)
+    residual = jnp.mean(jnp.square(q - (rewards + continues * q_next)), axis=-1)
+    return (1.0 - residual_weight) * td + residual_weight * residual
+
+
+def critic_step(agent: sac.SACState, grads, max_norm: float) -> sac.SACState:
+    """One fast step of the critics, the L2 projection of their layers, the target update."""
+    _, critic_tx, _ = sac.optimizers(agent.config)
+    updates, critic_opt = critic_tx.update(grads, agent.critic_opt, agent.critic_params)
+    critic_params = project_l2(optax.apply_updates(agent.critic_params, updates), max_norm)
+    return agent.replace(critic_params=critic_params, critic_opt=critic_opt,
+                         target_critic_params=sac.target_critic_update(
+                             agent, critic_params, agent.target_critic_params))
+
+
+def actor_step(agent: sac.SACState, config, obs, key):
+    """One temperature step, then one slow actor step maximising the first critic's
+    ``f_1(s, pi(s))`` plus entropy (``normalized_sum(-f_1, -entropy, alpha)``).
+
+    ``obs`` ``(B, obs)``; ``config`` has ``fixed_alpha``. Returns the new agent and metrics.
+    """
+    actor_tx, _, alpha_tx = sac.optimizers(agent.config)
+    _, logp = sac.policy_sample(agent, agent.actor_params, obs, key)
+    entropy = -jnp.mean(logp)
+    log_alpha, alpha_opt = agent.log_alpha, agent.alpha_opt
+    if config.fixed_alpha is None:
+        target_entropy = (-float(agent.act_dim) if agent.config.target_entropy is None
+                          else agent.config.target_entropy)
+        # d/d log_alpha of log_alpha * (entropy - target): raise alpha while entropy is low.
+        alpha_grad = jax.lax.stop_gradient(entropy - target_entropy)
+        alpha_updates, alpha_opt = alpha_tx.update(alpha_grad, alpha_opt, log_alpha)
+        log_alpha = optax.apply_updates(log_alpha, alpha_updates)
+        alpha = jnp.exp(log_alpha)
+    else:
+        alpha = jnp.asarray(config.fixed_alpha, jnp.float32)
+
+    def loss_fn(actor_params):
+        actions, logp = sac.policy_sample(agent, actor_params, obs, key)
+        value = jnp.mean(sac.q_values(agent, agent.critic_params, obs, actions)[0])
+        entropy = -jnp.mean(logp)
+        weighted = jnp.where(alpha > 1, -value / alpha - entropy, -value - alpha * entropy)
+        return weighted, value
+
+    (loss, value), grads = jax.value_and_grad(loss_fn, has_aux=True)(agent.actor_params)
+    updates, actor_opt = actor_tx.update(grads, agent.actor_opt, agent.actor_params)
+    agent = agent.replace(actor_params=optax.apply_updates(agent.actor_params, updates),
+                          actor_opt=actor_opt, log_alpha=log_alpha, alpha_opt=alpha_opt)
+    return agent, {"actor_loss": loss, "actor_value": value, "alpha": alpha,
+                   "entropy": entropy}
+
+
+def warm_start(agent: sac.SACState, config, dataset, key, num_steps: int):
+    """``num_steps`` of behaviour cloning of the actor and a Bellman fit of the critics to that
+    policy (the ``residual_weight`` mix, no pessimism), in one ``lax.scan``.
+
+    Both use ``config.warmstart_lr``; the critics are projected and their targets updated every
+    step. Returns the agent with new actor, critic and target parameters (optimizer states of
+    the main phase untouched) and the last step's metrics.
+    """
+    bc_config = bc.BCConfig(hidden_dims=config.hidden_dims, learning_rate=config.warmstart_lr,
+                            batch_size=config.batch_size)
+    bc_state = bc.BCState(agent.actor_params, optax.adam(config.warmstart_lr).init(
+        agent.actor_params), jnp.zeros((), jnp.int32), bc_config, agent.act_dim)
+    critic_tx = optax.adam(config.warmstart_lr)
+
+    def step(carry, step_key):
+        bc_state, critic_params, target_params, critic_opt = carry
+        bc_key, batch_key, next_key = jax.random.split(step_key, 3)
+        bc_state, bc_metrics = bc.update(bc_state, dataset, bc_key)
+        batch = sample_batch(dataset, batch_key, config.batch_size)
+        next_act, _ = sac.policy_sample(agent, bc_state.actor_params, batch.next_observations,
+                                        next_key)
+        target_next = sac.q_values(agent, target_params, batch.next_observations,
+                                   next_act).min(0)
+
+        def loss_fn(params):
+            q = sac.q_values(agent, params, batch.observations, batch.actions)
+            q_next = sac.q_values(agent, params, batch.next_observations, next_act)
+            return jnp.sum(bellman_error(q, q_next, target_next, batch.rewards,
+                                         batch.terminals, config.gamma,
+                                         config.residual_weight))
+
+        loss, grads = jax.value_and_grad(loss_fn)(critic_params)
+        updates, critic_opt = critic_tx.update(grads, critic_opt, critic_params)
+        critic_params = project_l2(optax.apply_updates(critic_params, updates),
+                                   config.norm_constraint)
+        target_params = optax.incremental_update(critic_params, target_params, config.tau)
+        metrics = {"warmstart_bc_nll": bc_metrics["nll"], "warmstart_bellman": loss}
+        return (bc_state, critic_params, target_params, critic_opt), metrics
+
+    carry = (bc_state, agent.critic_params, agent.target_critic_params,
+             critic_tx.init(agent.critic_params))
+    (bc_state, critic_params, target_params, _), metrics = jax.lax.scan(
+        step, carry, jax.random.split(key, num_steps))
+    agent = agent.replace(actor_params=bc_state.actor_params, critic_params=critic_params,
+                          target_critic_params=target_params)
+    return agent, jax.tree_util.tree_map(lambda m: m[-1], metrics)
+
+
+def init(key, spec, config: ATACConfig = ATACConfig(), dataset=None) -> ATACState:
+    init_key, warm_key = jax.random.split(key)
+    agent = sac.init(init_key, spec, config.sac_config())
+    if config.warmstart_steps > 0:
+        if dataset is None:
+            raise ValueError("atac.init: warmstart_steps > 0 needs the dataset "
+                             "(pass it, or set warmstart_steps=0)")
+        agent, _ = warm_start(agent, config, dataset, warm_key, config.warmstart_steps)
+    return ATACState(agent, config)
+
+
+def update(state: ATACState, dataset, key):
+    config, agent = state.config, state.agent
+    batch_key, next_key, pi_key, actor_key = jax.random.split(key, 4)
+    batch = sample_batch(dataset, batch_key, config.batch_size)
+    obs, next_obs = batch.observations, batch.next_observations
+    next_act, _ = sac.policy_sample(agent, agent.actor_params, next_obs, next_key)
+    pi_act, _ = sac.policy_sample(agent, agent.actor_params, obs, pi_key)
+    pi_act = jax.lax.stop_gradient(pi_act)
+    target_next = sac.q_values(agent, agent.target_critic_params, next_obs, next_act).min(0)
+    size = config.batch_size
+
+    def loss_fn(critic_params):
+        # One critic call on [(s, a); (s', a'); (s, pi(s))]: (num_qs, 3B).
+        q_all = sac.q_values(agent, critic_params, jnp.concatenate([obs, next_obs, obs]),
+                             jnp.concatenate([batch.actions, next_act, pi_act]))
+        q, q_next, q_pi = q_all[:, :size], q_all[:, size:2 * size], q_all[:, 2 * size:]
+        bellman = bellman_error(q, q_next, target_next, batch.rewards, batch.terminals,
+                                config.gamma, config.residual_weight)
+        pessimism = jnp.mean(q_pi - q, axis=-1)
+        loss = jnp.sum(normalized_sum(pessimism, bellman, config.beta))
+        return loss, (bellman, pessimism, q)
+
+    (loss, (bellman, pessimism, q)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        agent.critic_params)
+    agent = critic_step(agent, grads, config.norm_constraint)
+    agent, actor_metrics = actor_step(agent, config, obs, actor_key)
+    agent = agent.replace(step=agent.step + 1)
+    return state.replace(agent=agent), {
+        "critic_loss": loss, "bellman_loss": bellman.mean(), "pessimism": pessimism.mean(),
+        "q_data_mean": q.mean(), **actor_metrics}
+
+
+def act(state: ATACState, obs, key, deterministic: bool = True):
+    return sac.act(state.agent, obs, key, deterministic)
+
+
+# Per-dataset beta of the ATAC paper is not in shared/REFERENCE.md (only "3 to 16"); the
+# lightATAC default (3.0) applies everywhere until those values are checked.
+ALGORITHM = Algorithm("atac", ATACConfig, init, update, act)

@@ -1,0 +1,199 @@
+"""RAMBO: robust adversarial model-based offline RL (Rigter et al., 2022), pure functions.
+
+1. init: train the dynamics ensemble on the dataset, and pretrain the SAC actor by behaviour
+   cloning (``bc_pretrain_steps`` of maximum likelihood on dataset actions, a compiled scan);
+2. refresh, every ``refresh_every`` (250) updates:
+   a. ``adversary_steps`` adversarial model steps: on dataset states with the current policy's
+      actions, the model samples (s', r); with the agent's critics the advantage
+      ``A = r + gamma (1 - done) V(s') - Q(s, a)`` (V(s') = min_i Q_i(s', a' ~ pi)) is
+      normalised over the batch, and the model minimises
+      ``adversary_weight * E[A * log p_M(s', r | s, a)] + NLL_M(real data)``: it moves its
+      probability towards transitions the agent values less while keeping its likelihood on
+      the real data;
+   b. rollouts of the current policy in the adversarially trained model into the buffer;
+3. update: one SAC step on ``real_ratio`` (0.5) dataset rows and model rows.
+
+The paper updates the model for 1000 steps every 1000 agent updates; here the same ratio is
+spread over the refreshes (``adversary_steps`` per ``refresh_every`` updates) so the periodic
+work stays one static program (no ``lax.cond`` in a vmapped scan, REFERENCE s.5 mistake 7).
+``adversary_weight`` is a state leaf, so sweeps over it vmap like seeds. Model learning rate,
+BC pretraining length and the adversary batch are recalled defaults *(to verify)*.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from offrl_jax.algorithms import model_based, sac
+from offrl_jax.algorithms.base import Algorithm
+from offrl_jax.algorithms.model_based import ModelBasedConfig, ModelBasedState
+from offrl_jax.data import sample_batch
+from offrl_jax.models import predict
+from offrl_jax.networks import TanhGaussianPolicy, tanh_gaussian_log_prob_of_action
+
+
+@dataclasses.dataclass(frozen=True)
+class RAMBOConfig(ModelBasedConfig):
+    real_ratio: float = 0.5
+    refresh_every: int = 250
+    hidden_dims: tuple[int, ...] = (256, 256)
+    actor_lr: float = 1e-4
+    critic_lr: float = 3e-4
+    alpha_lr: float = 1e-4
+    gamma: float = 0.99
+    tau: float = 0.005
+    adversary_weight: float = 3e-4
+    adversary_steps: int = 250
+    adversary_batch_size: int = 256
+    model_lr: float = 3e-4
+    bc_pretrain_steps: int = 10_000
+    bc_lr: float = 1e-4
+
+    def sac_config(self) -> sac.SACConfig:
+        return sac.SACConfig(hidden_dims=self.hidden_dims, actor_lr=self.actor_lr,
+                             critic_lr=self.critic_lr, alpha_lr=self.alpha_lr,
+                             gamma=self.gamma, tau=self.tau, batch_size=self.batch_size)
+
+
+@flax.struct.dataclass
+class RAMBOState:
+    sac: sac.SACState
+    model: ModelBasedState
+    model_opt: optax.OptState
+    adversary_weight: jax.Array  # () float32
+    config: RAMBOConfig = flax.struct.field(pytree_node=False)
+
+
+def pretrain_actor(sac_state: sac.SACState, dataset, key, steps: int, lr: float,
+                   batch_size: int) -> sac.SACState:
+    """Behaviour cloning of the SAC actor: ``steps`` Adam steps of -log pi(a_data | s)."""
+    actor = TanhGaussianPolicy(sac_state.config.hidden_dims, sac_state.act_dim)
+    tx = optax.adam(lr)
+
+    def step(carry, step_key):
+        params, opt_state = carry
+        batch = sample_batch(dataset, step_key, batch_size)
+
+        def nll(p):
+            mean, log_std = actor.apply(p, batch.observations)
+            return -jnp.mean(tanh_gaussian_log_prob_of_action(mean, log_std, batch.actions))
+
+        grads = jax.grad(nll)(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state), None
+
+    (params, _), _ = jax.lax.scan(step, (sac_state.actor_params, tx.init(sac_state.actor_params)),
+                                  jax.random.split(key, steps))
+    return sac_state.replace(actor_params=params)
+
+
+def init(key, spec, config: RAMBOConfig = RAMBOConfig(), dataset=None) -> RAMBOState:
+    model_key, agent_key, bc_key = jax.random.split(key, 3)
+    model = model_based.init_model(model_key, spec, config, dataset, penalty=None)
+    agent = sac.init(agent_key, spec, config.sac_config())
+    agent = pretrain_actor(agent, dataset, bc_key, config.bc_pretrain_steps, config.bc_lr,
+                           config.batch_size)
+    return RAMBOState(agent, model, optax.adam(config.model_lr).init(model.ensemble.params),
+                      jnp.asarray(config.adversary_weight, jnp.float32), config)
+
+
+def _gaussian_log_prob(mean, logvar, target):
+    """Sum over output dims of log N(target; mean, exp(logvar)); broadcasts over members."""
+    return -0.5 * jnp.sum((target - mean) ** 2 * jnp.exp(-logvar) + logvar
+                          + jnp.log(2 * jnp.pi), axis=-1)
+
+
+def adversary_loss(params, state: RAMBOState, real, obs, actions, key):
+    """``(loss, metrics)`` of the model parameters: the advantage-weighted log-likelihood of
+    the model's own samples plus its Gaussian NLL on real transitions."""
+    ensemble = state.model.ensemble.replace(params=params)
+    agent = state.sac
+    member_key, noise_key, next_key = jax.random.split(key, 3)
+    mean, logvar = predict(ensemble, obs, actions)                       # (M, B, D)
+    choice = jax.random.randint(member_key, obs.shape[:1], 0, ensemble.elite_indices.shape[0])
+    member = ensemble.elite_indices[choice]
+    pick = lambda x: jnp.take_along_axis(x, member[None, :, None], axis=0)[0]  # noqa: E731
+    sample = jax.lax.stop_gradient(
+        pick(mean) + jnp.exp(0.5 * pick(logvar)) * jax.random.normal(noise_key, obs.shape[:1]
+                                                                     + mean.shape[-1:]))
+    next_obs, reward = obs + sample[:, :-1], sample[:, -1]
+    done = state.model.termination_fn(next_obs).astype(jnp.float32)
+    next_actions, _ = sac.policy_sample(agent, agent.actor_params, next_obs, next_key)
+    next_v = sac.q_values(agent, agent.critic_params, next_obs, next_actions).min(0)
+    q = sac.q_values(agent, agent.critic_params, obs, actions).min(0)
+    advantage = reward + agent.config.gamma * (1.0 - done) * next_v - q
+    advantage = jax.lax.stop_gradient(
+        (advantage - advantage.mean()) / (advantage.std() + 1e-6))
+    log_prob = jnp.take_along_axis(_gaussian_log_prob(mean, logvar, sample[None]),
+                                   member[None], axis=0)[0]
+    adversarial = jnp.mean(advantage * log_prob)
+    real_mean, real_logvar = predict(ensemble, real.observations, real.actions)
+    target = jnp.concatenate([real.next_observations - real.observations,
+                              real.rewards[:, None]], axis=-1)
+    nll = jnp.mean(jnp.mean((real_mean - target) ** 2 * jnp.exp(-real_logvar), axis=-1)
+                   + jnp.mean(real_logvar, axis=-1))
+    loss = state.adversary_weight * adversarial + nll
+    return loss, {"adversary_loss": adversarial, "model_nll": nll}
+
+
+def adversarial_model_steps(state: RAMBOState, dataset, key) -> tuple[RAMBOState, dict]:
+    """``config.adversary_steps`` Adam steps of :func:`adversary_loss` on the model."""
+    config = state.config
+    tx = optax.adam(config.model_lr)
+
+    def step(carry, step_key):
+        params, opt_state = carry
+        real_key, start_key, action_key, loss_key = jax.random.split(step_key, 4)
+        real = sample_batch(dataset, real_key, config.adversary_batch_size)
+        obs = sample_batch(dataset, start_key, config.adversary_batch_size).observations
+        actions, _ = sac.policy_sample(state.sac, state.sac.actor_params, obs, action_key)
+        grads, metrics = jax.grad(adversary_loss, has_aux=True)(
+            params, state, real, obs, jax.lax.stop_gradient(actions), loss_key)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state), metrics
+
+    (params, model_opt), metrics = jax.lax.scan(
+        step, (state.model.ensemble.params, state.model_opt),
+        jax.random.split(key, config.adversary_steps))
+    model = state.model.replace(ensemble=state.model.ensemble.replace(params=params))
+    return state.replace(model=model, model_opt=model_opt), metrics
+
+
+def refresh(state: RAMBOState, dataset, key) -> RAMBOState:
+    adversary_key, rollout_key = jax.random.split(key)
+    state, _ = adversarial_model_steps(state, dataset, adversary_key)
+    return state.replace(model=model_based.refresh_buffer(
+        state.model, dataset, rollout_key, model_based.sac_policy_fn(state.sac), state.config))
+
+
+def update(state: RAMBOState, dataset, key):
+    batch_key, sac_key = jax.random.split(key)
+    batch, batch_metrics = model_based.mixed_batch(state.model, dataset, batch_key,
+                                                   state.config)
+    sac_state, metrics = sac.update(state.sac, batch, sac_key)
+    return state.replace(sac=sac_state), {**metrics, **batch_metrics,
+                                          **model_based.model_metrics(state.model)}
+
+
+def act(state: RAMBOState, obs, key, deterministic: bool = True):
+    return sac.act(state.sac, obs, key, deterministic)
+
+
+# (rollout_horizon, adversary_weight) per dataset: REFERENCE s.3.
+_H_WEIGHT = {
+    "halfcheetah-medium": (5, 3e-4), "hopper-medium": (5, 3e-4), "walker2d-medium": (5, 0.0),
+    "halfcheetah-medium-replay": (5, 3e-4), "hopper-medium-replay": (2, 3e-4),
+    "walker2d-medium-replay": (5, 0.0),
+    "halfcheetah-medium-expert": (5, 3e-4), "hopper-medium-expert": (5, 3e-4),
+    "walker2d-medium-expert": (2, 3e-4),
+}
+TASK_SETTINGS = {task: {"rollout_horizon": h, "adversary_weight": weight}
+                 for task, (h, weight) in _H_WEIGHT.items()}
+
+ALGORITHM = Algorithm("rambo", RAMBOConfig, init, update, act, refresh=refresh,
+                      task_settings=TASK_SETTINGS)

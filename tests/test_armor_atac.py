@@ -1,0 +1,309 @@
+"""ATAC and ARMOR: the adversary reaches the model, relative improvement over pi_ref, BC,
+relative pessimism of ATAC's critic, the L2 projection, and ARMOR's model-data bookkeeping."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from offrl_jax.algorithms import armor, atac, bc, sac
+from offrl_jax.data import Dataset, sample_batch
+from offrl_jax.tasks import get_env_spec
+from offrl_jax.training.loop import make_interval_fn
+
+HOPPER = get_env_spec("hopper")
+
+
+@dataclasses.dataclass(frozen=True)
+class BanditSpec:
+    """A one-step task: every transition ends the episode."""
+
+    name: str = "bandit"
+    obs_dim: int = 3
+    act_dim: int = 1
+
+    @staticmethod
+    def termination_fn(next_obs):
+        return jnp.ones(next_obs.shape[:-1], bool)
+
+
+BANDIT = BanditSpec()
+
+
+def bandit_reference_action(obs):
+    return -0.4 + 0.2 * np.tanh(obs[:, :1])
+
+
+def bandit_true_reward(obs, actions):
+    """``d = a - a_ref(s)``: reward d up to d = 0.3, then a cliff (slope -5). The data only shows
+    d within about +-0.15 (3 std), where the reward rises with a: a model fit to it extrapolates
+    the rise past the cliff, 6 std out."""
+    d = actions - bandit_reference_action(obs)
+    return np.sum(np.where(d <= 0.3, d, 0.3 - 5.0 * (d - 0.3)), axis=-1)
+
+
+def bandit_dataset(num=2000, seed=0) -> Dataset:
+    """Actions of a narrow behaviour policy around a good reference (std 0.05), terminals 1."""
+    rng = np.random.default_rng(seed)
+    obs = rng.normal(size=(num, BANDIT.obs_dim)).astype(np.float32)
+    actions = np.clip(bandit_reference_action(obs) + 0.05 * rng.normal(size=(num, 1)),
+                      -0.99, 0.99).astype(np.float32)
+    ones = np.ones(num, np.float32)
+    return Dataset.from_arrays(observations=obs, actions=actions,
+                               rewards=bandit_true_reward(obs, actions).astype(np.float32),
+                               next_observations=obs, terminals=ones, timeouts=0 * ones,
+                               episode_ids=np.arange(num))
+
+
+TEST_OBS = np.random.default_rng(123).normal(size=(2000, BANDIT.obs_dim)).astype(np.float32)
+
+
+def true_value(act_fn, state) -> float:
+    actions = np.asarray(act_fn(state, jnp.asarray(TEST_OBS), jax.random.PRNGKey(0), True))
+    return float(bandit_true_reward(TEST_OBS, actions).mean())
+
+
+# A one-step task: gamma only enters V_max = max|r| / (1 - gamma) of E_D(M), and one-step returns
+# are bounded by max|r|, so gamma = 0 gives the right V_max. Rates are raised from the paper's
+# (5e-4 / 5e-7) so a few hundred updates move the actor; the actor stays the slower player (with
+# a ratio of 3 instead of 30, transients overshoot past the data before the adversary follows).
+ARMOR_BANDIT = armor.ArmorConfig(
+    hidden_dims=(32, 32), batch_size=64, model_batch_size=64, actor_lr=1e-4, critic_lr=3e-3,
+    model_lr=3e-3, alpha_lr=1e-3, gamma=0.0, beta=3.0, model_fit_weight=10.0,
+    warmstart_steps=500, warmstart_lr=3e-3, model_hidden_sizes=(32, 32),
+    model_weight_decays=(1e-5, 1e-5, 1e-5), model_max_epochs=30, model_buffer_capacity=4096,
+    rollout_horizon=1)
+SEEDS = 2
+
+
+def seed_slice(tree, i):
+    return jax.tree_util.tree_map(lambda leaf: leaf[i], tree)
+
+
+EXPAND = jax.jit(armor.expand_model_data)
+
+
+@pytest.fixture(scope="module")
+def bandit():
+    """The bandit data and ARMOR initialised for two seeds as the Trainer does it."""
+    data = bandit_dataset()
+    init = jax.jit(jax.vmap(lambda k, d: armor.init(k, BANDIT, ARMOR_BANDIT, d),
+                            in_axes=(0, None)))
+    states = init(jax.random.split(jax.random.PRNGKey(0), SEEDS), data)
+    return data, states
+
+
+def test_armor_policy_stays_above_reference_where_unconstrained_learner_falls(bandit):
+    data, states = bandit
+    reference = [true_value(armor.reference_act, seed_slice(states, i)) for i in range(SEEDS)]
+    # pi_ref (BC) is a good policy: the data's actions are near the reward's best covered ones.
+    assert min(reference) > -0.05, reference
+
+    # SAC on the pretrained model's data (no pessimism): a model-based learner that trusts the
+    # model's extrapolation to unseen actions, with actions from its policy and uniform ones.
+    model = seed_slice(states, 0).model
+    sac_config = sac.SACConfig(hidden_dims=(32, 32), actor_lr=1e-3, critic_lr=3e-3,
+                               alpha_lr=1e-3, batch_size=64)
+
+    def sac_step(agent, key):
+        batch_key, pi_key, uniform_key, update_key = jax.random.split(key, 4)
+        real = sample_batch(data, batch_key, 64)
+        pi_act, _ = sac.policy_sample(agent, agent.actor_params, real.observations, pi_key)
+        obs = jnp.concatenate([real.observations, real.observations])
+        actions = jax.lax.stop_gradient(jnp.concatenate(
+            [pi_act, jax.random.uniform(uniform_key, pi_act.shape, minval=-1, maxval=1)]))
+        next_obs, rewards = armor.model_transition(model, model.params, obs, actions,
+                                                   jnp.zeros_like(obs))
+        batch = real.replace(observations=obs, actions=actions, rewards=rewards,
+                             next_observations=next_obs, terminals=jnp.ones_like(rewards))
+        return sac.update(agent, batch, update_key)
+
+    agent, _ = jax.jit(lambda k: jax.lax.scan(
+        sac_step, sac.init(k, BANDIT, sac_config), jax.random.split(k, 1000)))(
+        jax.random.PRNGKey(2))
+    unconstrained = true_value(sac.act, agent)
+    assert unconstrained < min(reference) - 1.0, (unconstrained, reference)
+
+    # ARMOR with the same model class and data, seeds vmapped as in the Trainer.
+    interval = jax.jit(jax.vmap(make_interval_fn(armor.ALGORITHM, ARMOR_BANDIT, 250),
+                                in_axes=(0, 0, None, 0)))
+    failed = jnp.zeros(SEEDS, bool)
+    initial_model = states.model.params
+    history = []
+    for i in range(4):
+        keys = jax.random.split(jax.random.PRNGKey(10 + i), SEEDS)
+        states, failed, metrics = interval(states, failed, data, keys)
+        history.append([true_value(armor.act, seed_slice(states, s)) for s in range(SEEDS)])
+    assert not np.any(np.asarray(failed))
+    for values in history:
+        for value, ref in zip(values, reference, strict=True):
+            assert value > ref - 0.05, (history, reference, unconstrained)
+    moved = jax.tree_util.tree_map(lambda a, b: float(jnp.max(jnp.abs(a - b))),
+                                   initial_model, states.model.params)
+    assert max(jax.tree_util.tree_leaves(moved)) > 1e-3  # the adversary trained the model
+    assert np.all(np.asarray(metrics["model_buffer_size"]) > 0)
+
+
+def test_adversary_loss_reaches_the_model_through_bellman_and_fit_terms(bandit):
+    data, states = bandit
+    real = sample_batch(data, jax.random.PRNGKey(3), ARMOR_BANDIT.batch_size)
+    state = EXPAND(seed_slice(states, 0), real.observations, jax.random.PRNGKey(4),
+                   jnp.asarray(True))  # D_model must hold pairs to sample from
+    batch = jax.jit(armor.adversary_batch)(state, real, jax.random.PRNGKey(5))
+    model_tx = optax.adam(1e-3)
+
+    @jax.jit
+    def model_step(beta, fit_weight):
+        grads = jax.grad(armor.adversary_loss, argnums=2, has_aux=True)(
+            state, state.agent.critic_params, state.model.params, batch, jax.random.PRNGKey(4),
+            beta, fit_weight)[0]
+        updates, _ = model_tx.update(grads, model_tx.init(state.model.params))
+        moved = optax.apply_updates(state.model.params, updates)
+        change = jax.tree_util.tree_map(lambda a, b: jnp.max(jnp.abs(a - b)), moved,
+                                        state.model.params)
+        grad_norm = optax.global_norm(grads)
+        return grad_norm, jnp.max(jnp.stack(jax.tree_util.tree_leaves(change)))
+
+    bellman_only = model_step(3.0, 0.0)
+    fit_only = model_step(0.0, 10.0)
+    neither = model_step(0.0, 0.0)
+    assert float(bellman_only[0]) > 1e-4 and float(bellman_only[1]) > 1e-4, bellman_only
+    assert float(fit_only[0]) > 1e-4 and float(fit_only[1]) > 1e-4, fit_only
+    assert float(neither[0]) == 0.0 and float(neither[1]) == 0.0, neither
+
+
+def test_model_data_expansion_resets_and_advances(bandit):
+    data, states = bandit
+    state = seed_slice(states, 0).replace(termination_fn=lambda o: jnp.zeros(o.shape[:-1], bool))
+    reset_obs = jnp.asarray(TEST_OBS[:ARMOR_BANDIT.batch_size])
+    size = int(state.model_buffer.size)
+    rows = 2 * ARMOR_BANDIT.batch_size
+
+    def added(before, after):
+        slots = (int(before.model_buffer.insert_position) + np.arange(rows)) % 4096
+        return np.asarray(after.model_buffer.data.observations)[slots].reshape(
+            2, ARMOR_BANDIT.batch_size, -1), slots
+
+    after_reset = EXPAND(state, reset_obs, jax.random.PRNGKey(0), jnp.asarray(True))
+    stored, slots = added(state, after_reset)
+    np.testing.assert_array_equal(stored, np.broadcast_to(reset_obs, stored.shape))
+    assert int(after_reset.model_buffer.size) == min(size + rows, 4096)
+    # Non-terminal transitions: the model states advance to the stored next states.
+    next_stored = np.asarray(after_reset.model_buffer.data.next_observations)[slots]
+    np.testing.assert_allclose(np.asarray(after_reset.rollout_obs).reshape(rows, -1),
+                               next_stored)
+    assert not np.allclose(next_stored, np.tile(np.asarray(reset_obs), (2, 1)))
+    # Without a reset the rollouts continue from where they are.
+    continued = EXPAND(after_reset, reset_obs, jax.random.PRNGKey(1), jnp.asarray(False))
+    stored, _ = added(after_reset, continued)
+    np.testing.assert_array_equal(stored, np.asarray(after_reset.rollout_obs))
+    # Terminal transitions (the bandit's) restart from the real states.
+    terminal = EXPAND(seed_slice(states, 0), reset_obs, jax.random.PRNGKey(2),
+                      jnp.asarray(False))
+    np.testing.assert_array_equal(np.asarray(terminal.rollout_obs),
+                                  np.broadcast_to(reset_obs, terminal.rollout_obs.shape))
+
+
+def behaviour_dataset(num=1000, seed=0):
+    """Deterministic narrow behaviour a = 0.8 tanh(W s); reward 1 everywhere; one-step."""
+    rng = np.random.default_rng(seed)
+    obs = rng.normal(size=(num, HOPPER.obs_dim)).astype(np.float32)
+    w = np.random.default_rng(7).normal(size=(HOPPER.obs_dim, HOPPER.act_dim)) * 0.4
+    actions = (0.8 * np.tanh(obs @ w)).astype(np.float32)
+    ones = np.ones(num, np.float32)
+    data = Dataset.from_arrays(observations=obs, actions=actions, rewards=ones,
+                               next_observations=obs, terminals=ones, timeouts=0 * ones,
+                               episode_ids=np.arange(num))
+    return data, obs, actions
+
+
+def test_bc_and_atac_warm_start_recover_behaviour_actions():
+    data, obs, actions = behaviour_dataset()
+    config = bc.BCConfig(hidden_dims=(32, 32), learning_rate=3e-3, batch_size=128)
+    state, _ = jax.jit(lambda k: jax.lax.scan(lambda c, key: bc.update(c, data, key),
+                                              bc.init(k, HOPPER, config),
+                                              jax.random.split(k, 800)))(jax.random.PRNGKey(1))
+    predicted = np.asarray(bc.act(state, jnp.asarray(obs), jax.random.PRNGKey(0)))
+    assert np.mean((predicted - actions) ** 2) < 5e-3
+
+    warm = atac.ATACConfig(hidden_dims=(32, 32), batch_size=128, warmstart_steps=800,
+                           warmstart_lr=3e-3)
+    state = jax.jit(lambda k: atac.init(k, HOPPER, warm, data))(jax.random.PRNGKey(0))
+    predicted = np.asarray(atac.act(state, jnp.asarray(obs), jax.random.PRNGKey(0)))
+    assert np.mean((predicted - actions) ** 2) < 5e-3
+    # The warm-started critics fit the one-step value (reward 1) on the data.
+    q = sac.q_values(state.agent, state.agent.critic_params, obs, actions)
+    np.testing.assert_allclose(np.asarray(q).mean(), 1.0, atol=0.1)
+
+
+def atac_run(config, data, num):
+    """``num`` updates of two seeds, vmapped with the dataset shared as in the Trainer."""
+    keys = jax.random.split(jax.random.PRNGKey(0), SEEDS)
+    initial = jax.jit(jax.vmap(lambda k: atac.init(k, HOPPER, config, data)))(keys)
+    interval = jax.jit(jax.vmap(make_interval_fn(atac.ALGORITHM, config, num),
+                                in_axes=(0, 0, None, 0)))
+    states, failed, metrics = interval(initial, jnp.zeros(SEEDS, bool), data,
+                                       jax.random.split(jax.random.PRNGKey(1), SEEDS))
+    assert not np.any(np.asarray(failed))
+    return initial, states, metrics
+
+
+def test_atac_critic_ranks_dataset_actions_above_unseen_ones():
+    # Reward 1 for every action: only relative pessimism can rank the data's actions higher.
+    data, obs, actions = behaviour_dataset()
+    ood = np.asarray(jax.random.uniform(jax.random.PRNGKey(5), actions.shape, minval=-1,
+                                        maxval=1))
+
+    def gaps(beta):
+        config = atac.ATACConfig(hidden_dims=(32, 32), batch_size=64, beta=beta,
+                                 critic_lr=1e-3, warmstart_steps=0)
+        _, states, _ = atac_run(config, data, 300)
+        out = []
+        for i in range(SEEDS):
+            agent = seed_slice(states, i).agent
+            q = lambda a, agent=agent: sac.q_values(agent, agent.critic_params, obs, a)[0]  # noqa
+            out.append(float(jnp.mean(q(actions) - q(ood))))
+        return out
+
+    for pessimistic, plain in zip(gaps(0.5), gaps(1e4), strict=True):
+        assert pessimistic > 0.3, pessimistic
+        assert pessimistic > abs(plain) + 0.2, (pessimistic, plain)
+
+
+def test_l2_projection_keeps_every_critic_layer_in_the_ball():
+    critic = jax.jit(lambda k: sac.init(k, HOPPER, sac.SACConfig(hidden_dims=(16, 16))))(
+        jax.random.PRNGKey(0))
+    big = jax.tree_util.tree_map(lambda x: 50.0 * x, critic.critic_params)
+    projected = atac.project_l2(big, 100.0)
+    for before, after in zip(atac.kernel_norms(big), atac.kernel_norms(projected), strict=True):
+        np.testing.assert_allclose(np.asarray(after), np.minimum(np.asarray(before), 100.0),
+                                   rtol=1e-5)
+    for path, leaf in jax.tree_util.tree_flatten_with_path(projected)[0]:
+        original = big
+        for key in path:
+            original = original[key.key]
+        if path[-1].key == "bias":
+            np.testing.assert_array_equal(leaf, original)
+        else:  # each member's layer keeps its direction
+            axes = (-2, -1)
+            cosine = jnp.sum(leaf * original, axes) / jnp.sqrt(
+                jnp.sum(leaf ** 2, axes) * jnp.sum(original ** 2, axes))
+            np.testing.assert_allclose(np.asarray(cosine), 1.0, atol=1e-5)
+    # In training: a radius every layer starts above stays binding after each step.
+    data, _, _ = behaviour_dataset()
+    config = atac.ATACConfig(hidden_dims=(16, 16), batch_size=64, critic_lr=1e-2,
+                             norm_constraint=0.5, warmstart_steps=0)
+    initial, states, _ = atac_run(config, data, 50)
+    assert min(float(n.min()) for n in atac.kernel_norms(initial.agent.critic_params)) > 0.5
+    for norms in atac.kernel_norms(states.agent.critic_params):  # (seeds, num_qs)
+        assert norms.shape == (SEEDS, 2) and float(norms.max()) <= 0.5 + 1e-5
+    # The default radius 100 on the default 3x256 critic.
+    default = jax.jit(lambda k: atac.init(k, HOPPER, atac.ATACConfig(warmstart_steps=0)))(
+        jax.random.PRNGKey(0))
+    grown = jax.jit(atac.project_l2, static_argnums=1)(
+        jax.tree_util.tree_map(lambda x: 30.0 * x, default.agent.critic_params), 100.0)
+    assert max(float(n.max()) for n in atac.kernel_norms(grown)) <= 100.0 * (1 + 1e-6)
+
