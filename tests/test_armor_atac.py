@@ -155,11 +155,14 @@ def test_adversary_loss_reaches_the_model_through_bellman_and_fit_terms(bandit):
     batch = jax.jit(armor.adversary_batch)(state, real, jax.random.PRNGKey(5))
     model_tx = optax.adam(1e-3)
 
-    @jax.jit
-    def model_step(beta, fit_weight):
-        grads = jax.grad(armor.adversary_loss, argnums=2, has_aux=True)(
+    def model_grads(state, beta, fit_weight):
+        return jax.grad(armor.adversary_loss, argnums=2, has_aux=True)(
             state, state.agent.critic_params, state.model.params, batch, jax.random.PRNGKey(4),
             beta, fit_weight)[0]
+
+    @jax.jit
+    def model_step(beta, fit_weight):
+        grads = model_grads(state, beta, fit_weight)
         updates, _ = model_tx.update(grads, model_tx.init(state.model.params))
         moved = optax.apply_updates(state.model.params, updates)
         change = jax.tree_util.tree_map(lambda a, b: jnp.max(jnp.abs(a - b)), moved,
@@ -173,6 +176,17 @@ def test_adversary_loss_reaches_the_model_through_bellman_and_fit_terms(bandit):
     assert float(bellman_only[0]) > 1e-4 and float(bellman_only[1]) > 1e-4, bellman_only
     assert float(fit_only[0]) > 1e-4 and float(fit_only[1]) > 1e-4, fit_only
     assert float(neither[0]) == 0.0 and float(neither[1]) == 0.0, neither
+
+    # The s'_M path: the output columns of the predicted next-state mean get a Bellman gradient
+    # once transitions are not terminal and gamma > 0 (in the bandit only r_M carries it).
+    def next_state_columns(state):
+        kernel = jax.jit(model_grads)(state, 3.0, 0.0)["params"]["output"]["kernel"]
+        return float(jnp.max(jnp.abs(kernel[..., :BANDIT.obs_dim])))
+
+    continuing = state.replace(termination_fn=lambda o: jnp.zeros(o.shape[:-1], bool),
+                               config=dataclasses.replace(ARMOR_BANDIT, gamma=0.99))
+    assert next_state_columns(state) == 0.0
+    assert next_state_columns(continuing) > 1e-6
 
 
 def test_model_data_expansion_resets_and_advances(bandit):

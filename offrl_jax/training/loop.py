@@ -6,8 +6,9 @@ updates. Between intervals the host evaluates the policies and writes a checkpoi
 run resumes from the last interval; every key is derived from (seed key, interval), which makes
 the resumed run bit-identical to an uninterrupted one.
 
-A seed whose metrics turn NaN or inf is frozen at its last finite state and flagged ``failed``;
-the other seeds, in the same program, are unaffected.
+A seed whose metrics turn NaN or inf is flagged ``failed`` and frozen at the state it had at the
+start of the refresh period (or evaluation interval) in which it failed; the other seeds, in the
+same program, are unaffected.
 """
 
 from __future__ import annotations
@@ -59,21 +60,24 @@ def make_interval_fn(algorithm: Algorithm, config, eval_every: int) -> Callable:
 
     def interval(state, failed, dataset, key):
         def run_period(carry, period_key):
-            state, failed = carry
+            start, failed = carry
             refresh_key, update_key = jax.random.split(period_key)
+            state = start
             if algorithm.refresh is not None:
-                refreshed = algorithm.refresh(state, dataset, refresh_key)
-                state = _keep_if(~failed, refreshed, state)
+                state = algorithm.refresh(state, dataset, refresh_key)
 
             def step(carry, step_key):
-                state, failed = carry
-                new_state, metrics = algorithm.update(state, dataset, step_key)
-                healthy = _all_finite(metrics) & ~failed
-                return (_keep_if(healthy, new_state, state), failed | ~healthy), metrics
+                state, broken = carry
+                state, metrics = algorithm.update(state, dataset, step_key)
+                return (state, broken | ~_all_finite(metrics)), metrics
 
-            (state, failed), metrics = jax.lax.scan(
-                step, (state, failed), jax.random.split(update_key, period))
-            return (state, failed), jax.tree_util.tree_map(jnp.mean, metrics)
+            (state, broken), metrics = jax.lax.scan(
+                step, (state, jnp.zeros((), bool)), jax.random.split(update_key, period))
+            # One select per period, not per update: a per-update select copies the whole
+            # state (model buffers included) every step.
+            failed = failed | broken
+            return (_keep_if(~failed, state, start), failed), jax.tree_util.tree_map(
+                jnp.mean, metrics)
 
         (state, failed), metrics = jax.lax.scan(
             run_period, (state, failed), jax.random.split(key, eval_every // period))

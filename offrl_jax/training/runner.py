@@ -72,7 +72,19 @@ RUN_PROFILES = {
                                              "combo": {"hidden_dims": (256, 256),
                                                        "num_samples": 5},
                                              "rambo": {"bc_pretrain_steps": 2_000,
-                                                       "adversary_steps": 50}},
+                                                       "adversary_steps": 50},
+                                             # A short run needs a faster slow rate: the
+                                             # papers' 5e-7 over 1M updates moves the actor
+                                             # about as far as ~0.5 / num_updates here.
+                                             "armor": {"hidden_dims": (128, 128),
+                                                       "batch_size": 128,
+                                                       "model_batch_size": 128,
+                                                       "warmstart_steps": 1_000,
+                                                       "actor_lr": 1.5e-4,
+                                                       "model_buffer_capacity": 100_000},
+                                             "atac": {"hidden_dims": (256, 256),
+                                                      "warmstart_steps": 1_000,
+                                                      "actor_lr": 1e-4}},
                         train_overrides={
                             "cql": {"num_updates": 2_000, "eval_every": 500},
                             "combo": {"num_updates": 2_000, "eval_every": 1_000},
@@ -80,7 +92,7 @@ RUN_PROFILES = {
                             "morel": {"num_updates": 5_000},
                             "rambo": {"num_updates": 5_000},
                             "armor": {"num_updates": 3_000},
-                            "atac": {"num_updates": 3_000},
+                            "atac": {"num_updates": 5_000},
                         }),
     "full": RunProfile("full", TrainConfig(num_updates=1_000_000, eval_every=10_000,
                                            eval_episodes=10),
