@@ -37,7 +37,8 @@ def parse_overrides(items: list[str]) -> dict:
 def register(subparsers) -> None:
     bench = subparsers.add_parser("bench", help="run a benchmark sweep")
     bench.add_argument("--algos", nargs="+", default=None, choices=sorted(ALGORITHMS),
-                       help="default: every algorithm")
+                       help="default: the profile's algorithms (quick: armor bc combo iql "
+                            "mopo; full: all)")
     bench.add_argument("--tasks", nargs="+", default=None,
                        help="task names, or NAME=ENV:PATH for your own D4RL file or Minari "
                             "directory (default: the profile's tasks)")
@@ -56,7 +57,7 @@ def _bench(args) -> int:
 
     profile = args.profile or default_profile()
     run_profile = RUN_PROFILES[profile]
-    algos = args.algos or sorted(ALGORITHMS)
+    algos = args.algos or list(run_profile.default_algorithms or sorted(ALGORITHMS))
     tasks = args.tasks or list(run_profile.default_tasks)
     seeds = list(range(args.seeds or run_profile.default_seeds))
     out = args.out or f"results/{profile}"
