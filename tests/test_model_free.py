@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from bandit import bandit_dataset, regret
 
 from offrl_jax.algorithms import bc, cql, iql, sac
 from offrl_jax.algorithms.conservative import conservative_penalty, sampled_actions
@@ -66,30 +67,6 @@ def test_iql_reward_scale_follows_episode_returns(toy_hopper_dataset):
     assert float(state.reward_scale) == pytest.approx(expected, rel=1e-4)
 
 
-def bandit_dataset(num=2000, seed=0):
-    """One-step episodes; reward -|a - a*(s)|^2 with a*(s) = tanh(W s). Half the actions are
-    near-optimal, half uniform noise: a suboptimal dataset whose best actions are in it."""
-    rng = np.random.default_rng(seed)
-    obs = rng.normal(size=(num, HOPPER.obs_dim)).astype(np.float32)
-    w = np.random.default_rng(99).normal(size=(HOPPER.obs_dim, HOPPER.act_dim)) * 0.3
-    best = np.tanh(obs @ w)
-    good = rng.random(num) < 0.5
-    actions = np.where(good[:, None], np.clip(best + 0.05 * rng.normal(size=best.shape), -1, 1),
-                       rng.uniform(-1, 1, best.shape)).astype(np.float32)
-    rewards = -np.sum((actions - best) ** 2, axis=1).astype(np.float32)
-    ones = np.ones(num, np.float32)
-    data = Dataset.from_arrays(observations=obs, actions=actions, rewards=rewards,
-                               next_observations=obs, terminals=ones, timeouts=0 * ones,
-                               episode_ids=np.arange(num))
-    return data, w
-
-
-def policy_regret(module, state, w, seed=1):
-    obs = np.random.default_rng(seed).normal(size=(1000, HOPPER.obs_dim)).astype(np.float32)
-    actions = np.asarray(module.act(state, jnp.asarray(obs), jax.random.PRNGKey(0), True))
-    return float(np.mean(np.sum((actions - np.tanh(obs @ w)) ** 2, axis=1)))
-
-
 def test_iql_and_cql_beat_bc_on_a_suboptimal_dataset():
     data, w = bandit_dataset()
     small = {"hidden_dims": (64, 64), "batch_size": 128}
@@ -101,7 +78,7 @@ def test_iql_and_cql_beat_bc_on_a_suboptimal_dataset():
         config = get_algorithm(name).make_config(overrides={**small, **extra})
         state = module.init(jax.random.PRNGKey(0), HOPPER, config, data)
         state, _ = run_updates(module, state, data, 1500)
-        regrets[name] = policy_regret(module, state, w)
+        regrets[name] = regret(module.act, state, w)
     # BC copies the noisy half too; both offline RL methods prefer the high-reward actions.
     assert regrets["iql"] < 0.7 * regrets["bc"], regrets
     assert regrets["cql"] < 0.7 * regrets["bc"], regrets

@@ -8,18 +8,17 @@ compiled interval program) and the COMBO tests one run of 2 rows (beta = 0 and b
 
 from __future__ import annotations
 
-import dataclasses
-
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from bandit import BANDIT_SPEC, bandit_dataset, regret
 
 from offrl_jax.algorithms import bc, combo, model_based, mopo
 from offrl_jax.algorithms import sac as sac_lib
 from offrl_jax.algorithms.conservative import conservative_penalty, sampled_actions
-from offrl_jax.data import Dataset, sample_batch
+from offrl_jax.data import sample_batch
 from offrl_jax.models import (
     EnsembleConfig,
     add,
@@ -35,12 +34,6 @@ from offrl_jax.training.loop import make_interval_fn
 HOPPER = get_env_spec("hopper")
 
 
-def always_done(next_obs):
-    return jnp.ones(next_obs.shape[:-1], bool)
-
-
-# One-step episodes: every model rollout ends after its first step, like the data.
-BANDIT_SPEC = dataclasses.replace(HOPPER, name="bandit", termination_fn=always_done)
 # Small networks, and learning rates that let 1500 updates finish the job (the temperature must
 # fall from 1 within the run); the ensemble trains a fixed 200 epochs (patience > epochs).
 SMALL = dict(ensemble_members=3, ensemble_elites=2, ensemble_hidden_dims=(64, 64),
@@ -50,33 +43,6 @@ SMALL = dict(ensemble_members=3, ensemble_elites=2, ensemble_hidden_dims=(64, 64
              batch_size=128, actor_lr=1e-3, alpha_lr=3e-3)
 EVAL_EVERY, INTERVALS = 100, 10
 MOPO_SEEDS = (0, 1, 2, 3)
-
-
-def bandit_dataset(narrow: bool = False, num=2000, seed=0):
-    """One-step episodes; reward -|a - a*(s)|^2 with a*(s) = tanh(W s). Half the actions are
-    near-optimal; the other half uniform (broad: the model sees every action) or near
-    a*(s) + 0.6 (narrow: most actions are never seen). Both make BC's mean miss a*."""
-    rng = np.random.default_rng(seed)
-    obs = rng.normal(size=(num, HOPPER.obs_dim)).astype(np.float32)
-    w = np.random.default_rng(99).normal(size=(HOPPER.obs_dim, HOPPER.act_dim)) * 0.3
-    best = np.tanh(obs @ w)
-    good = rng.random(num) < 0.5
-    noise = 0.05 * rng.normal(size=best.shape)
-    bad = best + 0.6 + noise if narrow else rng.uniform(-1, 1, best.shape)
-    actions = np.clip(np.where(good[:, None], best + noise, bad), -1, 1).astype(np.float32)
-    rewards = -np.sum((actions - best) ** 2, axis=1).astype(np.float32)
-    ones = np.ones(num, np.float32)
-    data = Dataset.from_arrays(observations=obs, actions=actions, rewards=rewards,
-                               next_observations=obs, terminals=ones, timeouts=0 * ones,
-                               episode_ids=np.arange(num))
-    return data, w
-
-
-def regret(act_fn, state, w, seed=1):
-    """Mean |pi(s) - a*(s)|^2 of the deterministic policy on fresh states."""
-    obs = np.random.default_rng(seed).normal(size=(1000, HOPPER.obs_dim)).astype(np.float32)
-    actions = np.asarray(act_fn(state, jnp.asarray(obs), jax.random.PRNGKey(0), True))
-    return float(np.mean(np.sum((actions - np.tanh(obs @ w)) ** 2, axis=1)))
 
 
 def row(tree, i):
