@@ -13,13 +13,14 @@ updates, as the loop runs them. Rows are seeds, or for the sweep four values of 
 (a state leaf) in the same program. FLOPs are counted from the network shapes (matmuls only).
 
     python benchmarks/mopo_combo_throughput.py [--algorithms mopo combo] [--seeds 1 2 4 8]
-        [--updates 200] [--repeats 2] [--peak-gflops 330]
+        [--updates 200] [--repeats 2] [--peak-gflops 330] [--overrides JSON]
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import platform
 import time
@@ -105,22 +106,27 @@ def update_flops(config, module) -> float:
     return 2.0 * macs
 
 
-def rollout_flops(config) -> float:
+def rollout_flops(config, module) -> float:
+    """All members with MOPO's penalty; the elites only without one (COMBO)."""
     obs, act = SPEC.obs_dim, SPEC.act_dim
     member = mlp_macs((obs + act, *config.ensemble_hidden_dims, 2 * (obs + 1)))
+    members = config.ensemble_members if module is mopo else config.ensemble_elites
     _, pi = sac_nets(config)
     rows = config.rollout_batch_size * config.rollout_horizon
-    return 2.0 * rows * (config.ensemble_members * member + pi)
+    return 2.0 * rows * (members * member + pi)
 
 
 # --- measurements -----------------------------------------------------------------------------
 
 def measure(module, config, data, rows: int, updates: int, repeats: int, leaves=None):
-    """Seconds per update (all rows) and per refresh (all rows) for ``rows`` vmapped rows."""
+    """Seconds per update and per refresh (all rows together) for ``rows`` vmapped rows, and
+    the seconds of init (ensemble training, compilation included)."""
     algorithm = module.ALGORITHM
     keys = jax.random.split(jax.random.PRNGKey(0), rows)
     init = jax.jit(jax.vmap(lambda k, d: algorithm.init(k, SPEC, config, d), in_axes=(0, None)))
-    state = init(keys, data)
+    start = time.perf_counter()
+    state = jax.block_until_ready(init(keys, data))
+    init_s = time.perf_counter() - start
     if leaves:
         state = state.replace(**{k: jnp.asarray(v, jnp.float32) for k, v in leaves.items()})
     refresh = jax.jit(jax.vmap(algorithm.refresh, in_axes=(0, None, 0)))
@@ -132,18 +138,18 @@ def measure(module, config, data, rows: int, updates: int, repeats: int, leaves=
     state = refresh(state, data, keys)  # a filled buffer, as in a running training
     _, refresh_s = best_time(lambda: refresh(state, data, keys).model.buffer.size, repeats)
     _, interval_s = best_time(lambda: interval(state, failed, data, keys)[2], repeats)
-    return interval_s / updates, refresh_s
+    return interval_s / updates, refresh_s, init_s
 
 
-def report(label, module, config, rows, per_update, per_refresh, peak) -> None:
+def report(label, module, config, rows, per_update, per_refresh, init_s, peak) -> None:
     every = config.refresh_every
     with_rollouts = rows * every / (every * per_update + per_refresh)
-    flops = rows * (every * update_flops(config, module) + rollout_flops(config))
+    flops = rows * (every * update_flops(config, module) + rollout_flops(config, module))
     gflops = flops / (every * per_update + per_refresh) / 1e9
     print(f"  {label:>12}: {rows / per_update:8.1f} updates/s without rollouts, "
           f"{with_rollouts:8.1f} with (all rows; {with_rollouts / rows:6.1f} per row); "
           f"refresh {per_refresh:6.2f} s; {gflops:6.1f} GFLOP/s = {100 * gflops / peak:4.1f}% "
-          f"of peak", flush=True)
+          f"of peak; init {init_s:.0f} s", flush=True)
 
 
 def main() -> None:
@@ -156,6 +162,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--transitions", type=int, default=20_000)
     parser.add_argument("--no-sweep", action="store_true")
+    parser.add_argument("--overrides", type=json.loads, default={},
+                        help='config overrides as JSON, e.g. \'{"rollout_batch_size": 5000}\'; '
+                             'the default trains the ensemble one epoch only')
     parser.add_argument("--peak-gflops", type=float, default=330.0,
                         help="the device's fp32 peak (default: a 2-core AVX-512 CPU)")
     args = parser.parse_args()
@@ -163,24 +172,26 @@ def main() -> None:
     data = synthetic_dataset(args.transitions)
     for name in args.algorithms:
         module = MODULES[name]
-        config = module.ALGORITHM.make_config("hopper-medium", {"ensemble_max_epochs": 1})
+        fields = {f.name for f in dataclasses.fields(module.ALGORITHM.config_cls)}
+        overrides = {"ensemble_max_epochs": 1,
+                     **{k: tuple(v) if isinstance(v, list) else v
+                        for k, v in args.overrides.items() if k in fields}}
+        config = module.ALGORITHM.make_config("hopper-medium", overrides)
         updates = args.updates if module is mopo else max(args.updates // 10, 5)
         print(f"{name}: hidden {config.hidden_dims}, batch {config.batch_size}, ensemble "
               f"{config.ensemble_members} x {config.ensemble_hidden_dims}, rollouts "
               f"{config.rollout_batch_size} x {config.rollout_horizon} every "
               f"{config.refresh_every} updates, buffer {config.capacity} rows per row; "
               f"{update_flops(config, module) / 1e9:.2f} GFLOP per update, "
-              f"{rollout_flops(config) / 1e12:.2f} TFLOP per rollout", flush=True)
+              f"{rollout_flops(config, module) / 1e12:.2f} TFLOP per rollout", flush=True)
         for rows in args.seeds:
-            per_update, per_refresh = measure(module, config, data, rows, updates, args.repeats)
-            report(f"{rows} seed(s)", module, config, rows, per_update, per_refresh,
-                   args.peak_gflops)
+            times = measure(module, config, data, rows, updates, args.repeats)
+            report(f"{rows} seed(s)", module, config, rows, *times, args.peak_gflops)
         if module is mopo and not args.no_sweep:
             lambdas = [0.5, 1.0, 2.5, 5.0]
-            per_update, per_refresh = measure(module, config, data, len(lambdas), updates,
-                                              args.repeats, {"penalty_coef": lambdas})
-            report("lambda x4", module, config, len(lambdas), per_update, per_refresh,
-                   args.peak_gflops)
+            times = measure(module, config, data, len(lambdas), updates, args.repeats,
+                            {"penalty_coef": lambdas})
+            report("lambda x4", module, config, len(lambdas), *times, args.peak_gflops)
     print(f"done; {load_note()}")
 
 

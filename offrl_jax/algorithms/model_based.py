@@ -67,7 +67,7 @@ class ModelBasedConfig:
     rollout_horizon: int = 5
     retain_rollouts: int = 5
     buffer_capacity: int | None = None
-    rollout_chunk_size: int = 2_500
+    rollout_chunk_size: int = 1_000
     # Minibatches: real_ratio of the rows come from the dataset, the rest from the buffer.
     batch_size: int = 256
     real_ratio: float = 0.05
