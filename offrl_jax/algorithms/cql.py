@@ -39,9 +39,7 @@ class CQLConfig:
     backup_entropy: bool = False
 
     def sac_config(self) -> sac.SACConfig:
-        return sac.SACConfig(hidden_dims=self.hidden_dims, actor_lr=self.actor_lr,
-                             critic_lr=self.critic_lr, alpha_lr=self.alpha_lr,
-                             gamma=self.gamma, tau=self.tau, batch_size=self.batch_size)
+        return sac.config_from(self)
 
 
 @flax.struct.dataclass

@@ -58,10 +58,7 @@ class MOPOConfig(ModelBasedConfig):
                              f"{self.penalty!r}")
 
     def sac_config(self) -> sac.SACConfig:
-        return sac.SACConfig(hidden_dims=self.hidden_dims, num_qs=self.num_qs,
-                             actor_lr=self.actor_lr, critic_lr=self.critic_lr,
-                             alpha_lr=self.alpha_lr, gamma=self.gamma, tau=self.tau,
-                             target_entropy=self.target_entropy, batch_size=self.batch_size)
+        return sac.config_from(self)
 
 
 @flax.struct.dataclass

@@ -37,6 +37,13 @@ class SACConfig:
     batch_size: int = 256
 
 
+def config_from(config) -> SACConfig:
+    """The :class:`SACConfig` of an algorithm config that carries (some of) its field names;
+    fields it lacks keep SAC's defaults."""
+    names = [f.name for f in dataclasses.fields(SACConfig)]
+    return SACConfig(**{name: getattr(config, name) for name in names if hasattr(config, name)})
+
+
 @flax.struct.dataclass
 class SACState:
     actor_params: dict
