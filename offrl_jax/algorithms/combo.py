@@ -72,8 +72,7 @@ def init(key, spec, config: COMBOConfig = COMBOConfig(), dataset=None) -> COMBOS
 
 def refresh(state: COMBOState, dataset, key) -> COMBOState:
     """Model rollouts of the current stochastic policy into the buffer (every refresh_every)."""
-    return state.replace(model=model_based.refresh_buffer(
-        state.model, dataset, key, model_based.sac_policy_fn(state.sac), state.config))
+    return model_based.refresh_with_policy(state, dataset, key)
 
 
 def update(state: COMBOState, dataset, key):

@@ -289,3 +289,21 @@ def sweep_init(init_fn: Callable, keys, spec, config, dataset,
         return init_fn(key, spec, config, data).replace(**values)
 
     return jax.jit(jax.vmap(one, in_axes=(0, 0, None)))(keys, leaves, dataset)
+
+
+def refresh_with_policy(state, dataset, key, transform: Callable | None = None):
+    """``refresh`` of an algorithm state with ``sac``, ``model`` and ``config`` fields: rollouts
+    of its current SAC policy into its model buffer (see :func:`refresh_buffer`)."""
+    return state.replace(model=refresh_buffer(state.model, dataset, key,
+                                              sac_policy_fn(state.sac), state.config, transform))
+
+
+def sac_update_on_mixed_batch(state, dataset, key, penalty_coef=0.0):
+    """One SAC step on a :func:`mixed_batch` (model rewards penalised by ``penalty_coef``), for
+    a state with ``sac``, ``model`` and ``config`` fields; returns ``(state, metrics)``."""
+    batch_key, sac_key = jax.random.split(key)
+    batch, batch_metrics = mixed_batch(state.model, dataset, batch_key, state.config,
+                                       penalty_coef)
+    sac_state, metrics = sac.update(state.sac, batch, sac_key)
+    return state.replace(sac=sac_state), {**metrics, **batch_metrics,
+                                          **model_metrics(state.model)}

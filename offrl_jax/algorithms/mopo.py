@@ -79,18 +79,12 @@ def init(key, spec, config: MOPOConfig = MOPOConfig(), dataset=None) -> MOPOStat
 
 def refresh(state: MOPOState, dataset, key) -> MOPOState:
     """Model rollouts of the current stochastic policy into the buffer (every refresh_every)."""
-    return state.replace(model=model_based.refresh_buffer(
-        state.model, dataset, key, model_based.sac_policy_fn(state.sac), state.config))
+    return model_based.refresh_with_policy(state, dataset, key)
 
 
 def update(state: MOPOState, dataset, key):
     """One SAC step on the mixed batch with penalised model rewards."""
-    batch_key, sac_key = jax.random.split(key)
-    batch, batch_metrics = model_based.mixed_batch(state.model, dataset, batch_key, state.config,
-                                                   state.penalty_coef)
-    sac_state, metrics = sac.update(state.sac, batch, sac_key)
-    return state.replace(sac=sac_state), {**metrics, **batch_metrics,
-                                          **model_based.model_metrics(state.model)}
+    return model_based.sac_update_on_mixed_batch(state, dataset, key, state.penalty_coef)
 
 
 def act(state: MOPOState, obs, key, deterministic: bool = True):

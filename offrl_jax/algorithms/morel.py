@@ -95,19 +95,12 @@ def refresh(state: MOReLState, dataset, key) -> MOReLState:
     def transform(transitions, valid):
         return halt_unknown(transitions, valid, state.threshold, state.halt_reward)
 
-    return state.replace(model=model_based.refresh_buffer(
-        state.model, dataset, key, model_based.sac_policy_fn(state.sac), state.config,
-        transform=transform))
+    return model_based.refresh_with_policy(state, dataset, key, transform)
 
 
 def update(state: MOReLState, dataset, key):
-    batch_key, sac_key = jax.random.split(key)
-    batch, batch_metrics = model_based.mixed_batch(state.model, dataset, batch_key,
-                                                   state.config)
-    sac_state, metrics = sac.update(state.sac, batch, sac_key)
-    return state.replace(sac=sac_state), {
-        **metrics, **batch_metrics, **model_based.model_metrics(state.model),
-        "halt_threshold": state.threshold}
+    state, metrics = model_based.sac_update_on_mixed_batch(state, dataset, key)
+    return state, {**metrics, "halt_threshold": state.threshold}
 
 
 def act(state: MOReLState, obs, key, deterministic: bool = True):

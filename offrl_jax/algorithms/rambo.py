@@ -165,17 +165,11 @@ def adversarial_model_steps(state: RAMBOState, dataset, key) -> tuple[RAMBOState
 def refresh(state: RAMBOState, dataset, key) -> RAMBOState:
     adversary_key, rollout_key = jax.random.split(key)
     state, _ = adversarial_model_steps(state, dataset, adversary_key)
-    return state.replace(model=model_based.refresh_buffer(
-        state.model, dataset, rollout_key, model_based.sac_policy_fn(state.sac), state.config))
+    return model_based.refresh_with_policy(state, dataset, rollout_key)
 
 
 def update(state: RAMBOState, dataset, key):
-    batch_key, sac_key = jax.random.split(key)
-    batch, batch_metrics = model_based.mixed_batch(state.model, dataset, batch_key,
-                                                   state.config)
-    sac_state, metrics = sac.update(state.sac, batch, sac_key)
-    return state.replace(sac=sac_state), {**metrics, **batch_metrics,
-                                          **model_based.model_metrics(state.model)}
+    return model_based.sac_update_on_mixed_batch(state, dataset, key)
 
 
 def act(state: RAMBOState, obs, key, deterministic: bool = True):
