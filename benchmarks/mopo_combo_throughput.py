@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from offrl_jax.algorithms import combo, mopo
+from offrl_jax.algorithms import combo, model_based, mopo
 from offrl_jax.data import Dataset
 from offrl_jax.tasks import ENV_SPECS
 from offrl_jax.training.loop import make_interval_fn
@@ -181,7 +181,8 @@ def main() -> None:
         print(f"{name}: hidden {config.hidden_dims}, batch {config.batch_size}, ensemble "
               f"{config.ensemble_members} x {config.ensemble_hidden_dims}, rollouts "
               f"{config.rollout_batch_size} x {config.rollout_horizon} every "
-              f"{config.refresh_every} updates, buffer {config.capacity} rows per row; "
+              f"{config.refresh_every} updates in chunks of {model_based.rollout_chunk(config)}"
+              f" starts, buffer {config.capacity} rows per row; "
               f"{update_flops(config, module) / 1e9:.2f} GFLOP per update, "
               f"{rollout_flops(config, module) / 1e12:.2f} TFLOP per rollout", flush=True)
         for rows in args.seeds:

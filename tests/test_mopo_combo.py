@@ -186,6 +186,17 @@ def test_elite_only_rollouts_sample_the_same_transitions():
                                   full[2]["member"])
 
 
+def test_rollout_chunk_follows_the_config_and_the_backend():
+    chunk = lambda **kw: model_based.rollout_chunk(mopo.MOPOConfig(**kw))  # noqa: E731
+    auto = model_based.CPU_ROLLOUT_CHUNK if jax.default_backend() == "cpu" else 50_000
+    assert chunk(rollout_batch_size=50_000) == auto
+    assert chunk(rollout_batch_size=500) == 500  # never more than the start states
+    assert chunk(rollout_batch_size=50_000, rollout_chunk_size=0) == 50_000
+    assert chunk(rollout_batch_size=50_000, rollout_chunk_size=3_000) == 3_000
+    with pytest.raises(ValueError, match="rollout_chunk_size must be None"):
+        mopo.MOPOConfig(rollout_chunk_size=-1)
+
+
 @pytest.mark.parametrize("real_ratio", [0.05, 0.5])
 def test_mixed_batch_has_the_configured_real_ratio(real_ratio, toy_hopper_dataset):
     data = toy_hopper_dataset.replace(rewards=jnp.ones_like(toy_hopper_dataset.rewards))

@@ -16,7 +16,11 @@ sweep in one program, and the training loop's interval function runs them in one
 
 Rollouts are computed in chunks of ``rollout_chunk_size`` start states (a ``lax.map`` over
 chunks): the result is the same kind of sample, but the ensemble's activations of one chunk stay
-in cache on a CPU instead of streaming 7 x 50k x 200 floats per layer through memory.
+in cache on a CPU instead of streaming 7 x 50k x 200 floats per layer through memory. The
+default (``None``) picks by backend: chunks of :data:`CPU_ROLLOUT_CHUNK` on a CPU (measured best
+of 250..10k on a 2-core Xeon: 2.86 s per 50k x 5 MOPO rollout against 3.03 s with 1000 and
+~3.5 s with 10k), all start states at once on an accelerator, where one chunk of 2000 rows would
+leave most of the device idle.
 """
 
 from __future__ import annotations
@@ -36,6 +40,9 @@ from offrl_jax.models.buffer import ModelBuffer, Transitions, init_buffer
 from offrl_jax.models.buffer import add as buffer_add
 from offrl_jax.models.buffer import sample as buffer_sample
 
+# Start states per rollout chunk on a CPU (see the module docstring).
+CPU_ROLLOUT_CHUNK = 2_000
+
 # MBPO/MOPO per-layer L2 weights for the 4x200 ensemble (REFERENCE s.2).
 _PAPER_WEIGHT_DECAYS = (2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4)
 
@@ -47,8 +54,8 @@ class ModelBasedConfig:
     ``ensemble_weight_decays=None`` uses the paper's per-layer values for 4 hidden layers and
     ``linspace(2.5e-5, 1e-4)`` over the layers for any other depth. ``buffer_capacity=None``
     means ``rollout_batch_size * rollout_horizon * retain_rollouts`` (per seed).
-    ``rollout_chunk_size`` only changes how the rollout is computed (memory and speed), 0 = all
-    start states at once.
+    ``rollout_chunk_size`` only changes how the rollout is computed (memory and speed): 0 = all
+    start states at once, None = by backend (:func:`rollout_chunk`).
     """
 
     # Dynamics ensemble, trained in init on the dataset.
@@ -67,7 +74,7 @@ class ModelBasedConfig:
     rollout_horizon: int = 5
     retain_rollouts: int = 5
     buffer_capacity: int | None = None
-    rollout_chunk_size: int = 1_000
+    rollout_chunk_size: int | None = None
     # Minibatches: real_ratio of the rows come from the dataset, the rest from the buffer.
     batch_size: int = 256
     real_ratio: float = 0.05
@@ -81,9 +88,9 @@ class ModelBasedConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"{type(self).__name__}.{name} must be >= 1, found "
                                  f"{getattr(self, name)}")
-        if self.rollout_chunk_size < 0:
-            raise ValueError(f"{type(self).__name__}.rollout_chunk_size must be >= 0 (0: no "
-                             f"chunks), found {self.rollout_chunk_size}")
+        if self.rollout_chunk_size is not None and self.rollout_chunk_size < 0:
+            raise ValueError(f"{type(self).__name__}.rollout_chunk_size must be None (by "
+                             f"backend) or >= 0 (0: no chunks), found {self.rollout_chunk_size}")
 
     def ensemble_config(self) -> EnsembleConfig:
         decays = self.ensemble_weight_decays
@@ -182,6 +189,17 @@ def elites_only(ensemble: EnsembleState) -> EnsembleState:
                             elite_indices=jnp.arange(num_elites, dtype=jnp.int32))
 
 
+def rollout_chunk(config: ModelBasedConfig) -> int:
+    """Start states per rollout chunk: the configured size, or by backend when it is None
+    (:data:`CPU_ROLLOUT_CHUNK` on a CPU, all of them on an accelerator); never more than
+    ``rollout_batch_size``."""
+    num_starts = config.rollout_batch_size
+    chunk = config.rollout_chunk_size
+    if chunk is None:
+        chunk = CPU_ROLLOUT_CHUNK if jax.default_backend() == "cpu" else 0
+    return min(chunk or num_starts, num_starts)
+
+
 def refresh_buffer(model: ModelBasedState, dataset, key, policy_fn,
                    config: ModelBasedConfig, transform: Callable | None = None
                    ) -> ModelBasedState:
@@ -193,7 +211,7 @@ def refresh_buffer(model: ModelBasedState, dataset, key, policy_fn,
     ...)``, edits each rollout before it is stored (MOReL halts rollouts in unknown states).
     """
     num_starts = config.rollout_batch_size
-    chunk = min(config.rollout_chunk_size or num_starts, num_starts)
+    chunk = rollout_chunk(config)
     num_chunks = -(-num_starts // chunk)
     start_key, rollout_key = jax.random.split(key)
     rows = jax.random.randint(start_key, (num_chunks * chunk,), 0, dataset.size)
