@@ -1,7 +1,8 @@
-"""Helpers shared by the benchmark scripts: device naming and timing."""
+"""Helpers shared by the benchmark scripts: device naming, machine load and timing."""
 
 from __future__ import annotations
 
+import os
 import platform
 import time
 
@@ -16,9 +17,14 @@ def device_name() -> str:
     return f"{device.platform} ({kind}) x{jax.device_count()}"
 
 
-def _cpu_count() -> int:
-    import os
+def load_note() -> str:
+    """The 1/5/15-minute load averages: a shared machine's other work shows in its timings."""
+    if hasattr(os, "getloadavg"):
+        return "load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+    return "load average unknown"
 
+
+def _cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 

@@ -12,7 +12,7 @@ buffer) alone; the rate "including rollouts" amortises one refresh over ``refres
 updates, as the loop runs them. Rows are seeds, or for the sweep four values of MOPO's lambda
 (a state leaf) in the same program. FLOPs are counted from the network shapes (matmuls only).
 
-    python benchmarks/mopo_combo_throughput.py [--algorithms mopo combo] [--seeds 1 2 4 8]
+    python -m benchmarks.mopo_combo_throughput [--algorithms mopo combo] [--seeds 1 2 4 8]
         [--updates 200] [--repeats 2] [--peak-gflops 330] [--overrides JSON]
 """
 
@@ -21,14 +21,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
-import platform
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks.common import device_name, load_note, timed
 from offrl_jax.algorithms import combo, model_based, mopo
 from offrl_jax.data import Dataset
 from offrl_jax.tasks import ENV_SPECS
@@ -36,34 +35,6 @@ from offrl_jax.training.loop import make_interval_fn
 
 SPEC = ENV_SPECS["hopper"]
 MODULES = {"mopo": mopo, "combo": combo}
-
-
-def device_name() -> str:
-    device = jax.devices()[0]
-    if device.platform == "cpu":
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else "?"
-        return f"cpu ({platform.processor() or platform.machine()}, {cores} cores)"
-    return f"{device.platform} ({device.device_kind}) x{jax.device_count()}"
-
-
-def load_note() -> str:
-    if hasattr(os, "getloadavg"):
-        one, five, fifteen = os.getloadavg()
-        return f"load average {one:.2f} {five:.2f} {fifteen:.2f}"
-    return "load average unknown"
-
-
-def best_time(fn, repeats: int) -> tuple[float, float]:
-    """(first call seconds incl. compilation, best of ``repeats`` later calls)."""
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    first = time.perf_counter() - start
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        best = min(best, time.perf_counter() - start)
-    return first, best
 
 
 def synthetic_dataset(n: int, seed: int = 0) -> Dataset:
@@ -136,8 +107,9 @@ def measure(module, config, data, rows: int, updates: int, repeats: int, leaves=
                                 in_axes=(0, 0, None, 0)))
     failed = jnp.zeros(rows, bool)
     state = refresh(state, data, keys)  # a filled buffer, as in a running training
-    _, refresh_s = best_time(lambda: refresh(state, data, keys).model.buffer.size, repeats)
-    _, interval_s = best_time(lambda: interval(state, failed, data, keys)[2], repeats)
+    _, refresh_s, _ = timed(lambda: refresh(state, data, keys).model.buffer.size,
+                            repeats=repeats)
+    _, interval_s, _ = timed(lambda: interval(state, failed, data, keys)[2], repeats=repeats)
     return interval_s / updates, refresh_s, init_s
 
 
