@@ -99,3 +99,25 @@ def test_halfcheetah_episodes_run_to_the_step_limit():
 def test_unknown_backend_is_rejected():
     with pytest.raises(ValueError, match="backend"):
         Evaluator("hopper", linear_policy, backend="gpu")
+
+
+@pytest.mark.parametrize("deterministic", [True, False])
+def test_groups_of_rows_meet_the_episodes_of_one_group_alone(deterministic):
+    # A sweep's values x seeds rows: each group of seeds gets the reset seeds and policy keys
+    # that the same seeds get when evaluated alone.
+    evaluator = Evaluator("hopper", linear_policy, num_episodes=2, max_steps=40,
+                          deterministic=deterministic)
+    one, other = seed_params(2), seed_params(2, key=7)
+    rows = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), one, other)
+    key = jax.random.PRNGKey(4)
+    grouped = evaluator(rows, key, groups=2)
+    alone = [evaluator(one, key), evaluator(other, key)]
+    np.testing.assert_array_equal(grouped.reset_seeds,
+                                  np.concatenate([r.reset_seeds for r in alone]))
+    np.testing.assert_allclose(grouped.returns, np.concatenate([r.returns for r in alone]),
+                               rtol=1e-6)
+    # Without groups the second pair of rows meets other episodes.
+    ungrouped = evaluator(rows, key)
+    assert not np.array_equal(ungrouped.reset_seeds[2:], alone[1].reset_seeds)
+    with pytest.raises(ValueError, match="do not split into 3 equal groups"):
+        evaluator(rows, key, groups=3)

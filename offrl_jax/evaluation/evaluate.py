@@ -50,20 +50,37 @@ def _num_seeds(params) -> int:
     return int(leaves[0].shape[0])
 
 
+def _check_groups(num_rows: int, groups: int) -> None:
+    if groups < 1 or num_rows % groups:
+        raise ValueError(f"Evaluator: {num_rows} parameter rows do not split into {groups} "
+                         f"equal groups")
+
+
+def _group_keys(key, num_rows: int, groups: int):
+    """``num_rows`` keys, ``groups`` repeats of the same ``num_rows // groups`` keys."""
+    _check_groups(num_rows, groups)
+    keys = jax.random.split(key, num_rows // groups)
+    return jnp.tile(keys, (groups,) + (1,) * (keys.ndim - 1))
+
+
 def _batched_policy(act_fn: ActFn, deterministic: bool):
-    """``(params (S,...), obs (S,E,obs), key) -> actions (S,E,act)``: one seed's key per seed."""
+    """``(params (S,...), obs (S,E,obs), key, groups) -> actions (S,E,act)``: one key per seed,
+    the same keys in each of ``groups`` consecutive groups of seeds."""
     per_seed = jax.vmap(lambda p, o, k: act_fn(p, o, k, deterministic))
 
-    def policy(params, obs, key):
-        return per_seed(params, obs, jax.random.split(key, obs.shape[0]))
+    def policy(params, obs, key, groups=1):
+        return per_seed(params, obs, _group_keys(key, obs.shape[0], groups))
 
     return policy
 
 
 class Evaluator:
-    """``Evaluator(env, act_fn, num_episodes)(params, key) -> EvalResult``.
+    """``Evaluator(env, act_fn, num_episodes)(params, key, groups=1) -> EvalResult``.
 
-    ``max_steps`` defaults to the environment's episode length (1000).
+    ``max_steps`` defaults to the environment's episode length (1000). ``groups`` splits the
+    parameter rows into that many consecutive groups that all meet the same episodes (reset
+    seeds and policy keys) as one group evaluated alone with ``key``: a hyperparameter sweep's
+    values x seeds rows, each value compared on the same start states.
     """
 
     def __init__(self, env: str, act_fn: ActFn, num_episodes: int = 10, backend: str = "host",
@@ -76,25 +93,26 @@ class Evaluator:
         self.max_steps = max_steps or self.spec.episode_length
         policy = _batched_policy(act_fn, deterministic)
         if backend == "host":
-            self._policy = jax.jit(policy)
+            self._policy = jax.jit(policy, static_argnums=3)
             self._envs = None
         else:
             from offrl_jax.envs.mjx_env import make_mjx_env
 
             self._mjx_env = make_mjx_env(env)
-            self._device_rollout = jax.jit(self._make_device_rollout(policy))
+            self._device_rollout = jax.jit(self._make_device_rollout(policy), static_argnums=2)
 
-    def __call__(self, params, key) -> EvalResult:
+    def __call__(self, params, key, groups: int = 1) -> EvalResult:
+        _check_groups(_num_seeds(params), groups)
         seeds = None
         if self.backend == "host":
-            returns, lengths, seeds = self._run_host(params, key)
+            returns, lengths, seeds = self._run_host(params, key, groups)
         else:
-            returns, lengths = jax.device_get(self._device_rollout(params, key))
+            returns, lengths = jax.device_get(self._device_rollout(params, key, groups))
         returns = np.asarray(returns, np.float64)
         return EvalResult(returns, np.asarray(lengths),
                           normalized_score(self.spec.name, returns), seeds)
 
-    def _run_host(self, params, key):
+    def _run_host(self, params, key, groups: int):
         from offrl_jax.envs.host import HostVectorEnv
 
         num_seeds, num_episodes = _num_seeds(params), self.num_episodes
@@ -102,14 +120,15 @@ class Evaluator:
         if self._envs is None or self._envs.num_envs != num_envs:
             self._envs = HostVectorEnv(self.spec.name, num_envs)
         reset_key, key = jax.random.split(key)
-        seeds = np.asarray(jax.random.randint(reset_key, (num_envs,), 0, 2**31 - 1))
+        seeds = np.asarray(jax.random.randint(reset_key, (num_envs // groups,), 0, 2**31 - 1))
+        seeds = np.tile(seeds, groups)
         obs = self._envs.reset(seeds)
         returns = np.zeros(num_envs)
         lengths = np.zeros(num_envs, np.int32)
         active = np.ones(num_envs, bool)
         for t in range(self.max_steps):
             obs_batch = obs.reshape(num_seeds, num_episodes, -1)
-            actions = self._policy(params, obs_batch, jax.random.fold_in(key, t))
+            actions = self._policy(params, obs_batch, jax.random.fold_in(key, t), groups)
             obs, rewards, terminated, truncated = self._envs.step(
                 np.asarray(actions).reshape(num_envs, -1), active)
             returns += np.where(active, rewards, 0.0)
@@ -125,17 +144,17 @@ class Evaluator:
         reset = jax.vmap(jax.vmap(env.reset))
         step = jax.vmap(jax.vmap(env.step))
 
-        def rollout(params, key):
+        def rollout(params, key, groups):
             num_seeds = _num_seeds(params)
             reset_key, key = jax.random.split(key)
-            keys = jax.random.split(reset_key, num_seeds * num_episodes)
+            keys = _group_keys(reset_key, num_seeds * num_episodes, groups)
             state = reset(keys.reshape(num_seeds, num_episodes, *keys.shape[1:]))
             zeros = jnp.zeros((num_seeds, num_episodes))
 
             def body(carry, t):
                 state, returns, lengths = carry
                 alive = ~state.done
-                actions = policy(params, state.obs, jax.random.fold_in(key, t))
+                actions = policy(params, state.obs, jax.random.fold_in(key, t), groups)
                 state = step(state, actions)
                 returns = returns + jnp.where(alive, state.reward, 0.0)
                 lengths = lengths + alive

@@ -6,6 +6,11 @@ Layout of a run directory::
     records/ALGO__TASK.jsonl  one line per seed per evaluation (atomically rewritten)
     summary.md, summary.csv   normalized scores per algorithm and task
     plots/curves_TASK.png     learning curves, plots/scores.png the bar chart
+
+A hyperparameter sweep (records with ``"sweep": {leaf: value}``) writes
+``records/ALGO__TASK__sweep-LEAF.jsonl``; each sweep point is an algorithm of its own in the
+tables and plots, labelled ``ALGO[LEAF=VALUE]`` (e.g. ``mopo[penalty_coef=2.5]``), the CSV gets a
+column per swept leaf, and ``plots/sweep_ALGO_LEAF.png`` draws the final IQM against the value.
 """
 
 from __future__ import annotations
@@ -56,13 +61,38 @@ def provenance(profile: str, argv: list[str] | None = None) -> dict:
     }
 
 
-def records_path(run_dir: Path, algo: str, task: str) -> Path:
-    return run_dir / "records" / f"{algo}__{task}.jsonl"
+def format_value(value: float) -> str:
+    """Shortest faithful text of a swept value: ``0.5``, ``1``, ``2.5``, ``1e-05``."""
+    text = f"{value:g}"
+    return text if float(text) == value else repr(value)
 
 
-def write_records(run_dir: Path, algo: str, task: str, records: list[dict]) -> None:
+def point_label(point: dict) -> str:
+    """``{"penalty_coef": 0.5}`` -> ``"penalty_coef=0.5"`` (leaves joined by commas)."""
+    return ",".join(f"{name}={format_value(value)}" for name, value in point.items())
+
+
+def run_label(record: dict) -> str:
+    """The record's row name in tables and plots: the algorithm, with its sweep point if any
+    (``mopo[penalty_coef=0.5]``)."""
+    point = record.get("sweep")
+    return f"{record['algorithm']}[{point_label(point)}]" if point else record["algorithm"]
+
+
+def sweep_suffix(sweep: dict | None) -> str:
+    """File-name suffix of a swept run's records and checkpoints (``__sweep-penalty_coef``), so
+    a sweep and an unswept run (or a sweep of another leaf) can share a run directory."""
+    return f"__sweep-{'-'.join(sweep)}" if sweep else ""
+
+
+def records_path(run_dir: Path, algo: str, task: str, sweep: dict | None = None) -> Path:
+    return run_dir / "records" / f"{algo}__{task}{sweep_suffix(sweep)}.jsonl"
+
+
+def write_records(run_dir: Path, algo: str, task: str, records: list[dict],
+                  sweep: dict | None = None) -> None:
     lines = [json.dumps({"algorithm": algo, "task": task, **r}) for r in records]
-    write_text_atomic(records_path(run_dir, algo, task), "\n".join(lines) + "\n")
+    write_text_atomic(records_path(run_dir, algo, task, sweep), "\n".join(lines) + "\n")
 
 
 def load_records(run_dir: Path) -> list[dict]:
@@ -73,7 +103,8 @@ def load_records(run_dir: Path) -> list[dict]:
 
 
 def seed_scores(records: list[dict]) -> dict[tuple[str, str], dict[str, dict[int, float]]]:
-    """``{(algo, task): {"final": {seed: score}, "last10": {seed: score}, "failed": set}}``.
+    """``{(label, task): {"final": {seed: score}, "last10": {seed: score}, "failed": set}}``,
+    ``label`` from :func:`run_label` (the algorithm, or ``ALGO[LEAF=VALUE]`` in a sweep).
 
     "final" is the last evaluation, "last10" the mean of the last 10 evaluations. Seeds that
     failed (non-finite losses) are excluded from both and listed under "failed".
@@ -82,9 +113,9 @@ def seed_scores(records: list[dict]) -> dict[tuple[str, str], dict[str, dict[int
     failed = defaultdict(set)
     for r in records:
         if r["failed"]:
-            failed[(r["algorithm"], r["task"])].add(r["seed"])
+            failed[(run_label(r), r["task"])].add(r["seed"])
         else:
-            run = by_run[(r["algorithm"], r["task"])]
+            run = by_run[(run_label(r), r["task"])]
             run[r["seed"]].append((r["step"], r["normalized_score"]))
     out = {}
     for key in set(by_run) | set(failed):
@@ -97,15 +128,26 @@ def seed_scores(records: list[dict]) -> dict[tuple[str, str], dict[str, dict[int
     return out
 
 
+def _labels_in_order(records: list[dict]) -> dict[str, tuple[str, dict]]:
+    """``{label: (algorithm, sweep point)}`` sorted by algorithm, then by the swept values as
+    numbers (``penalty_coef=2.5`` before ``penalty_coef=10``); an unswept run first."""
+    runs = {run_label(r): (r["algorithm"], r.get("sweep") or {}) for r in records}
+    return dict(sorted(runs.items(), key=lambda item: (item[1][0], tuple(item[1][1].items()))))
+
+
 def summarize(records: list[dict]) -> list[dict]:
-    """One row per (algorithm, task) plus an "all tasks" row per algorithm."""
+    """One row per (algorithm, task) plus an "all tasks" row per algorithm; each sweep point
+    is an algorithm of its own (:func:`run_label`). When the records hold a sweep, every row
+    also has a column per swept leaf (its value, or None for rows without it)."""
     scores = seed_scores(records)
+    labels = _labels_in_order(records)
+    swept = list(dict.fromkeys(name for _, point in labels.values() for name in point))
     rows = []
-    for algo in sorted({a for a, _ in scores}):
+    for algo, (_, point) in labels.items():
         tasks = sorted(t for a, t in scores if a == algo)
         for task in tasks + ["all tasks"]:
             keys = [(algo, t) for t in (tasks if task == "all tasks" else [task])]
-            row = {"algorithm": algo, "task": task}
+            row = {"algorithm": algo, "task": task, **{name: point.get(name) for name in swept}}
             for which in ("final", "last10"):
                 per_task = [np.array(list(scores[k][which].values())) for k in keys]
                 per_task = [p for p in per_task if p.size]
@@ -146,6 +188,9 @@ def summary_markdown(rows: list[dict], run_info: dict) -> str:
         "Normalized D4RL scores (0 = random, 100 = expert). final: last evaluation; last-10: "
         "mean of the last 10 evaluations per seed. IQM and 95% CIs: stratified bootstrap over "
         "seeds (rliable).",
+        *(["ALGO[LEAF=VALUE]: a hyperparameter sweep's point, the algorithm with its state leaf "
+           "LEAF set to VALUE after init (offrl bench --sweep)."]
+          if any("[" in r["algorithm"] for r in rows) else []),
         f"Profile {run_info.get('profile')}, device {run_info.get('device')} "
         f"x{run_info.get('device_count')}, commit {run_info.get('commit')}.",
         f"Data: {data}.",
@@ -196,7 +241,7 @@ def write_plots(run_dir: Path, records: list[dict], rows: list[dict]) -> None:
     curves = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     for r in records:
         if not r["failed"]:
-            curves[r["task"]][r["algorithm"]][r["step"]].append(r["normalized_score"])
+            curves[r["task"]][run_label(r)][r["step"]].append(r["normalized_score"])
     for task, by_algo in curves.items():
         fig, ax = plt.subplots(figsize=(6, 4))
         for algo, by_step in sorted(by_algo.items()):
@@ -219,8 +264,47 @@ def write_plots(run_dir: Path, records: list[dict], rows: list[dict]) -> None:
                             r["final_iqm"]] for r in overall]).T
         ax.bar(names, values, yerr=errors, capsize=4)
         ax.set(ylabel="normalized score (IQM, 95% CI)", title="all tasks, final evaluation")
+        if max(len(name) for name in names) > 8:  # sweep labels: mopo[penalty_coef=2.5]
+            ax.tick_params(axis="x", labelrotation=30)
+            plt.setp(ax.get_xticklabels(), ha="right")
         fig.tight_layout()
         _save_figure(fig, plots / "scores.png")
+        plt.close(fig)
+    _plot_sweeps(plt, plots, records, rows)
+
+
+def _plot_sweeps(plt, plots: Path, records: list[dict], rows: list[dict]) -> None:
+    """``sweep_ALGO_LEAF.png``: final IQM [95% CI] against the value of a one-leaf sweep, one
+    line per task and one for all tasks when there are several (a grid of several leaves has
+    no such plot: read its table)."""
+    by_sweep = defaultdict(list)  # (algorithm, leaf) -> [(value, label)]
+    for label, (algo, point) in _labels_in_order(records).items():
+        if len(point) == 1:
+            (leaf, value), = point.items()
+            by_sweep[(algo, leaf)].append((value, label))
+    for (algo, leaf), points in by_sweep.items():
+        if len(points) < 2:
+            continue
+        values = np.array([v for v, _ in points])
+        fig, ax = plt.subplots(figsize=(6, 4))
+        tasks = list(dict.fromkeys(r["task"] for r in rows if r["task"] != "all tasks"))
+        for task in tasks + (["all tasks"] if len(tasks) > 1 else []):
+            found = {r["algorithm"]: r for r in rows if r["task"] == task}
+            line = [(v, found[label]) for v, label in points if label in found]
+            if not line:
+                continue
+            x = np.array([v for v, _ in line])
+            iqms = np.array([r["final_iqm"] for _, r in line])
+            errors = np.array([[r["final_iqm"] - r["final_ci_low"],
+                                r["final_ci_high"] - r["final_iqm"]] for _, r in line]).T
+            ax.errorbar(x, iqms, yerr=errors, marker="o", capsize=4, label=task)
+        if values.min() > 0 and values.max() >= 10 * values.min():
+            ax.set_xscale("log")
+        ax.set(title=f"{algo}: final evaluation against {leaf}", xlabel=leaf,
+               ylabel="normalized score (IQM, 95% CI)")
+        ax.legend()
+        fig.tight_layout()
+        _save_figure(fig, plots / f"sweep_{algo}_{leaf}.png")
         plt.close(fig)
 
 

@@ -6,6 +6,7 @@ import ast
 import sys
 
 from offrl_jax.algorithms.registry import ALGORITHMS
+from offrl_jax.results.report import format_value
 from offrl_jax.training.runner import RUN_PROFILES
 
 
@@ -34,6 +35,32 @@ def parse_overrides(items: list[str]) -> dict:
     return out
 
 
+def parse_sweeps(items: list[str]) -> dict[str, list[float]]:
+    """``LEAF=V1,V2,...`` items into ``{leaf: [values]}``; values are floats, at least one,
+    none repeated, each leaf once."""
+    out: dict[str, list[float]] = {}
+    for item in items:
+        name, sep, raw = item.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise SystemExit(f"--sweep {item!r}: expected LEAF=VALUE[,VALUE...], e.g. "
+                             f"penalty_coef=0.5,1,2.5,5")
+        texts = [text.strip() for text in raw.split(",") if text.strip()]
+        if not texts:
+            raise SystemExit(f"--sweep {item!r}: expected at least one value after '='")
+        try:
+            values = [float(text) for text in texts]
+        except ValueError:
+            raise SystemExit(f"--sweep {item!r}: values must be numbers, found "
+                             f"{raw!r}") from None
+        if len(set(values)) != len(values):
+            raise SystemExit(f"--sweep {item!r}: a value repeats")
+        if name in out:
+            raise SystemExit(f"--sweep {name}: given twice; one --sweep per leaf")
+        out[name] = values
+    return out
+
+
 def register(subparsers) -> None:
     bench = subparsers.add_parser("bench", help="run a benchmark sweep")
     bench.add_argument("--algos", nargs="+", default=None, choices=sorted(ALGORITHMS),
@@ -49,10 +76,19 @@ def register(subparsers) -> None:
     bench.add_argument("--eval-backend", choices=("host", "device"), default=None)
     bench.add_argument("--set", dest="overrides", action="append", default=[],
                        metavar="[ALGO.]FIELD=VALUE", help="override a config field")
+    bench.add_argument("--sweep", dest="sweeps", action="append", default=[],
+                       metavar="LEAF=V1,V2,...",
+                       help="sweep a hyperparameter that is a float leaf of every chosen "
+                            "algorithm's state (mopo: penalty_coef; combo: cql_weight; rambo: "
+                            "adversary_weight; ...), set after init: each (algorithm, task) "
+                            "trains values x seeds rows as one program, and each value is its "
+                            "own table row, e.g. mopo[penalty_coef=2.5]. One --sweep is the "
+                            "usual case; several sweep the grid of all combinations")
     bench.set_defaults(func=_bench)
 
 
 def _bench(args) -> int:
+    from offrl_jax.training.loop import SweepError
     from offrl_jax.training.runner import run_benchmark
 
     profile = args.profile or default_profile()
@@ -61,8 +97,14 @@ def _bench(args) -> int:
     tasks = args.tasks or list(run_profile.default_tasks)
     seeds = list(range(args.seeds or run_profile.default_seeds))
     out = args.out or f"results/{profile}"
+    sweep = parse_sweeps(args.sweeps)
+    swept = "".join(f" x {len(values)} value(s) of {name} ({','.join(map(format_value, values))})"
+                    for name, values in sweep.items())
     print(f"offrl bench: {len(algos)} algorithm(s) x {len(tasks)} task(s) x {len(seeds)} "
-          f"seed(s), profile {profile}, output {out}", flush=True)
-    run_benchmark(algos, tasks, seeds, profile, out, parse_overrides(args.overrides),
-                  args.eval_backend, argv=sys.argv)
+          f"seed(s){swept}, profile {profile}, output {out}", flush=True)
+    try:
+        run_benchmark(algos, tasks, seeds, profile, out, parse_overrides(args.overrides),
+                      args.eval_backend, argv=sys.argv, sweep=sweep)
+    except SweepError as error:
+        raise SystemExit(f"offrl bench: --{error}") from None
     return 0

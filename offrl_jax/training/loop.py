@@ -9,14 +9,21 @@ the resumed run bit-identical to an uninterrupted one.
 A seed whose metrics turn NaN or inf is flagged ``failed`` and frozen at the state it had at the
 start of the refresh period (or evaluation interval) in which it failed; the other seeds, in the
 same program, are unaffected.
+
+A sweep over hyperparameters that live in the state as float leaves (MOPO's ``penalty_coef``,
+COMBO's ``cql_weight``) adds rows the same way: every (value, seed) pair is a row of the one
+leading axis, set inside the compiled init, so the sweep trains as one program. Row (value v,
+seed s) uses seed s's keys, and each value's rows are evaluated on the episodes an unswept run of
+those seeds gets, so the row whose value is the init's own reproduces the unswept run.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import jax
@@ -86,6 +93,40 @@ def make_interval_fn(algorithm: Algorithm, config, eval_every: int) -> Callable:
     return interval
 
 
+def sweepable_leaves(state) -> list[str]:
+    """The fields of a state (concrete or from ``jax.eval_shape``) that a sweep can set: its
+    top-level scalar float leaves, e.g. MOPO's ``penalty_coef``."""
+    names = []
+    for field in dataclasses.fields(state):
+        if not field.metadata.get("pytree_node", True):
+            continue
+        value = getattr(state, field.name)
+        if (hasattr(value, "shape") and hasattr(value, "dtype") and value.shape == ()
+                and jnp.issubdtype(value.dtype, jnp.floating)):
+            names.append(field.name)
+    return names
+
+
+class SweepError(ValueError):
+    """A sweep names no sweepable leaf of an algorithm's state, or has no or repeated values."""
+
+
+def check_sweep(algorithm_name: str, state, sweep: Mapping[str, Sequence[float]]) -> None:
+    """Raise :class:`SweepError` unless every swept name is a sweepable leaf of ``state`` with
+    at least one value, and no value repeats."""
+    available = sweepable_leaves(state)
+    for name, values in sweep.items():
+        if name not in available:
+            raise SweepError(
+                f"sweep {name!r}: {algorithm_name}'s state has no float leaf {name!r}; its "
+                f"sweepable leaves (top-level scalar float fields of its state): "
+                f"{', '.join(available) if available else 'none'}")
+        if not len(values):
+            raise SweepError(f"sweep {name!r}: expected at least one value, found none")
+        if len(set(values)) != len(values):
+            raise SweepError(f"sweep {name!r}: values repeat in {list(values)}")
+
+
 def _keep_if(condition, new, old):
     return jax.tree_util.tree_map(lambda n, o: jnp.where(condition, n, o), new, old)
 
@@ -102,25 +143,47 @@ def seed_sharding(num_seeds: int):
 class Trainer:
     """Trains ``len(seeds)`` copies of one algorithm on one dataset in one compiled program.
 
-    ``run(on_interval)`` yields control after each interval with per-seed evaluation results;
+    ``sweep`` (``{leaf: values}``, leaves named by :func:`sweepable_leaves`) trains every
+    combination of values x every seed: ``len(points) * len(seeds)`` rows, value-major (row
+    ``p * len(seeds) + i`` is ``points[p]`` with ``seeds[i]``), each leaf set after init inside
+    the compiled init.
+
+    ``run(on_interval)`` yields control after each interval with per-row evaluation results;
     ``checkpoint_dir`` makes the run resumable.
     """
 
     def __init__(self, algorithm: Algorithm, config, dataset, spec, seeds, train: TrainConfig,
-                 checkpoint_dir: str | Path | None = None, shard: bool = True):
+                 checkpoint_dir: str | Path | None = None, shard: bool = True,
+                 sweep: Mapping[str, Sequence[float]] | None = None):
         self.algorithm, self.config, self.train = algorithm, config, train
         self.spec = spec
         self.seeds = list(seeds)
+        self.sweep = {name: [float(v) for v in values] for name, values in (sweep or {}).items()}
+        # Without a sweep one point, {}: the rows are the seeds, as before sweeps existed.
+        self.points = [dict(zip(self.sweep, combination, strict=True))
+                       for combination in itertools.product(*self.sweep.values())]
+        self.rows = [(point, seed) for point in self.points for seed in self.seeds]
         self.num_intervals = train.num_updates // train.eval_every
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
-        seed_shard, replicated = seed_sharding(len(self.seeds)) if shard else (None, None)
+        seed_shard, replicated = seed_sharding(len(self.rows)) if shard else (None, None)
         self._seed_shard = seed_shard
         self.dataset = jax.device_put(dataset, replicated) if replicated else dataset
-        keys = jnp.stack([jax.random.PRNGKey(s) for s in self.seeds])
+        keys = jnp.stack([jax.random.PRNGKey(seed) for _, seed in self.rows])
         self.keys = self._place(keys)
-        init = jax.vmap(lambda k, d: algorithm.init(jax.random.fold_in(k, 0), spec, config, d),
-                        in_axes=(0, None))
-        self._init = jax.jit(init)
+        leaves = {name: jnp.asarray([point[name] for point, _ in self.rows], jnp.float32)
+                  for name in self.sweep}
+        self.leaves = self._place(leaves)
+
+        def init_row(key, values, data):
+            state = algorithm.init(jax.random.fold_in(key, 0), spec, config, data)
+            return state.replace(**{name: jnp.asarray(value, getattr(state, name).dtype)
+                                    for name, value in values.items()})
+
+        if self.sweep:
+            check_sweep(algorithm.name, jax.eval_shape(
+                lambda k, d: algorithm.init(k, spec, config, d), keys[0], self.dataset),
+                self.sweep)
+        self._init = jax.jit(jax.vmap(init_row, in_axes=(0, 0, None)))
         self._interval = jax.jit(
             jax.vmap(make_interval_fn(algorithm, config, train.eval_every),
                      in_axes=(0, 0, None, 0)),
@@ -130,21 +193,26 @@ class Trainer:
 
     def fingerprint(self) -> dict:
         """What a checkpoint must match to be resumed (the number of updates may grow)."""
-        return {"algorithm": self.algorithm.name, "config": repr(self.config),
-                "env": self.spec.name, "seeds": self.seeds, "eval_every": self.train.eval_every,
-                "dataset_size": int(self.dataset.size)}
+        fingerprint = {"algorithm": self.algorithm.name, "config": repr(self.config),
+                       "env": self.spec.name, "seeds": self.seeds,
+                       "eval_every": self.train.eval_every,
+                       "dataset_size": int(self.dataset.size)}
+        if self.sweep:  # only then, so checkpoints of unswept runs written before still match
+            fingerprint["sweep"] = self.sweep
+        return fingerprint
 
     def _place(self, tree):
         return jax.device_put(tree, self._seed_shard) if self._seed_shard else tree
 
     def initial(self):
-        state = self._place(self._init(self.keys, self.dataset))
-        failed = self._place(jnp.zeros(len(self.seeds), bool))
+        state = self._place(self._init(self.keys, self.leaves, self.dataset))
+        failed = self._place(jnp.zeros(len(self.rows), bool))
         return {"state": state, "failed": failed, "next_interval": 0, "records": []}
 
     def run(self, on_interval: Callable | None = None) -> dict:
         """Train to the end (resuming from the last checkpoint) and return the final carry:
-        ``state``, ``failed (seeds,)`` and ``records``: one dict per seed per evaluation.
+        ``state``, ``failed (rows,)`` and ``records``: one dict per row per evaluation (with
+        ``"sweep": {leaf: value}`` after ``"seed"`` when sweeping).
 
         ``on_interval(done, total, all_records, new_records)`` is called after each interval.
         """
@@ -157,18 +225,18 @@ class Trainer:
                 jax.random.fold_in(k, 1), i))(self.keys)
             state, failed, metrics = self._interval(carry["state"], carry["failed"],
                                                     self.dataset, keys)
-            eval_key = jax.random.fold_in(jax.random.PRNGKey(self.seeds[0]), 10_000 + interval)
-            result = self.evaluator(state, eval_key)
+            returns, normalized = self._evaluate(state, interval)
             failed_host = np.asarray(failed)
             metrics_host = jax.tree_util.tree_map(np.asarray, metrics)
             step = (interval + 1) * self.train.eval_every
             new_records = []
-            for i, seed in enumerate(self.seeds):
+            for i, (point, seed) in enumerate(self.rows):
                 new_records.append({
-                    "seed": seed, "step": step, "failed": bool(failed_host[i]),
-                    "return": None if failed_host[i] else float(result.returns[i].mean()),
+                    "seed": seed, **({"sweep": point} if self.sweep else {}),
+                    "step": step, "failed": bool(failed_host[i]),
+                    "return": None if failed_host[i] else float(returns[i].mean()),
                     "normalized_score": (None if failed_host[i]
-                                         else float(result.normalized[i].mean())),
+                                         else float(normalized[i].mean())),
                     "metrics": {k: float(v[i]) for k, v in metrics_host.items()},
                 })
             carry = {"state": state, "failed": failed, "next_interval": interval + 1,
@@ -177,6 +245,14 @@ class Trainer:
             if on_interval is not None:
                 on_interval(interval + 1, self.num_intervals, carry["records"], new_records)
         return carry
+
+    def _evaluate(self, state, interval: int) -> tuple[np.ndarray, np.ndarray]:
+        """Returns and normalized scores, ``(rows, episodes)`` each. Each sweep point's rows
+        meet the same episodes (start states and policy keys) as an unswept run of these
+        seeds: one evaluation with one group of rows per point."""
+        eval_key = jax.random.fold_in(jax.random.PRNGKey(self.seeds[0]), 10_000 + interval)
+        result = self.evaluator(state, eval_key, groups=len(self.points))
+        return result.returns, result.normalized
 
     # Checkpoints: orbax for the state pytree, JSON beside it for the records; the JSON is
     # written last and names the interval, so a half-written step is never picked up.

@@ -4,6 +4,11 @@ For each task the dataset is found (a registered file, a real D4RL file under
 ``$OFFRL_D4RL_DIR``, or the suite's generated data, made first when missing); for each algorithm
 one :class:`~offrl_jax.training.Trainer` trains all seeds in one program. Records are rewritten
 atomically after every evaluation, and checkpoints let a killed sweep resume where it stopped.
+
+``sweep`` (``{leaf: values}``) also sweeps hyperparameters that are float leaves of every chosen
+algorithm's state (MOPO's ``penalty_coef``): each (algorithm, task) then trains values x seeds
+rows in one program, and each value is its own row of the score table (``mopo[penalty_coef=1]``).
+Names are checked against every algorithm's state before any data is made or loaded.
 """
 
 from __future__ import annotations
@@ -13,13 +18,22 @@ import json
 import time
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from offrl_jax.algorithms.registry import get_algorithm
-from offrl_jax.data import find_task_dataset, load_task_dataset, read_d4rl_metadata
-from offrl_jax.results.report import provenance, write_records, write_summary, write_text_atomic
+from offrl_jax.data import Dataset, find_task_dataset, load_task_dataset, read_d4rl_metadata
+from offrl_jax.results.report import (
+    point_label,
+    provenance,
+    sweep_suffix,
+    write_records,
+    write_summary,
+    write_text_atomic,
+)
 from offrl_jax.tasks import Task, parse_task_argument
-from offrl_jax.training.loop import TrainConfig, Trainer
+from offrl_jax.training.loop import TrainConfig, Trainer, check_sweep
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,14 +160,46 @@ def ensure_dataset(task: Task, data_profile: str, progress: bool = True) -> dict
     return info
 
 
+def _abstract_dataset(spec, size: int = 1_000) -> Dataset:
+    """A dataset of shapes only, for ``jax.eval_shape`` of an ``init`` before any data exists."""
+    def f32(*shape):
+        return jax.ShapeDtypeStruct(shape, jnp.float32)
+
+    return Dataset(observations=f32(size, spec.obs_dim), actions=f32(size, spec.act_dim),
+                   rewards=f32(size), next_observations=f32(size, spec.obs_dim),
+                   terminals=f32(size), timeouts=f32(size),
+                   episode_ids=jax.ShapeDtypeStruct((size,), jnp.int32))
+
+
+def check_sweep_names(algos, task: Task, profile: RunProfile, overrides: dict,
+                      sweep: dict) -> None:
+    """Raise :class:`~offrl_jax.training.loop.SweepError` unless every swept name is a float
+    leaf of every algorithm's state (its shapes from ``jax.eval_shape`` of ``init`` on the first
+    task: nothing is trained, loaded or generated)."""
+    for algorithm in algos:
+        config = algorithm.make_config(task.name, _config_overrides(
+            algorithm, profile, profile.train_for(algorithm.name), overrides))
+        state = jax.eval_shape(lambda key, data, algorithm=algorithm, config=config:
+                               algorithm.init(key, task.spec, config, data),
+                               jax.random.PRNGKey(0), _abstract_dataset(task.spec))
+        check_sweep(algorithm.name, state, sweep)
+
+
 def run_benchmark(algorithms: list[str], tasks: list[str], seeds: list[int], profile: str,
                   out_dir: str | Path, overrides: dict | None = None,
                   eval_backend: str | None = None, argv: list[str] | None = None,
-                  progress: bool = True) -> list[dict]:
+                  progress: bool = True, sweep: dict | None = None) -> list[dict]:
+    """Train and evaluate every algorithm x task x seed (x sweep point) and write the tables.
+
+    ``sweep``: ``{leaf: values}``; several leaves sweep their grid (every combination).
+    """
     run_profile = RUN_PROFILES[profile]
     out_dir = Path(out_dir)
     algos = [get_algorithm(a) for a in algorithms]
     task_objs = [parse_task_argument(t) for t in tasks]
+    sweep = {name: [float(v) for v in values] for name, values in (sweep or {}).items()}
+    if sweep:
+        check_sweep_names(algos, task_objs[0], run_profile, overrides or {}, sweep)
     run_info_path = out_dir / "run.json"
     run_info = provenance(profile, argv)
     if run_info_path.exists():
@@ -161,6 +207,8 @@ def run_benchmark(algorithms: list[str], tasks: list[str], seeds: list[int], pro
     run_info.setdefault("started", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     run_info.update({"algorithms": algorithms, "tasks": [t.name for t in task_objs],
                      "seeds": seeds, "train": {}, "data": {}})
+    if sweep:
+        run_info["sweep"] = sweep
     total = len(algos) * len(task_objs)
     done = 0
     for task in task_objs:
@@ -176,20 +224,22 @@ def run_benchmark(algorithms: list[str], tasks: list[str], seeds: list[int], pro
                 algorithm, run_profile, train, overrides or {}))
             run_info.setdefault("configs", {})[f"{algorithm.name}/{task.name}"] = repr(config)
             write_text_atomic(run_info_path, json.dumps(run_info, indent=2))
+            # A sweep's files are apart from the unswept run's, so both can share out_dir.
             trainer = Trainer(algorithm, config, dataset, task.spec, seeds, train,
                               checkpoint_dir=out_dir / "checkpoints" /
-                              f"{algorithm.name}__{task.name}")
+                              f"{algorithm.name}__{task.name}{sweep_suffix(sweep)}",
+                              sweep=sweep)
             done += 1
             progress_line = _ProgressLine(f"[{done}/{total}] {algorithm.name} {task.name}",
-                                          train.eval_every, len(seeds), progress)
+                                          train.eval_every, len(seeds), sweep, progress)
 
             def on_interval(i, n, all_records, new, algorithm=algorithm, task=task,
                             progress_line=progress_line):
-                write_records(out_dir, algorithm.name, task.name, all_records)
+                write_records(out_dir, algorithm.name, task.name, all_records, sweep)
                 progress_line(i, n, new)
 
             carry = trainer.run(on_interval)
-            write_records(out_dir, algorithm.name, task.name, carry["records"])
+            write_records(out_dir, algorithm.name, task.name, carry["records"], sweep)
     rows = write_summary(out_dir)
     print(f"results: {out_dir / 'summary.md'} (raw records in {out_dir / 'records'}, plots in "
           f"{out_dir / 'plots'})", flush=True)
@@ -197,10 +247,13 @@ def run_benchmark(algorithms: list[str], tasks: list[str], seeds: list[int], pro
 
 
 class _ProgressLine:
-    """Prints evaluations done, the latest score, updates/s and the time left."""
+    """Prints evaluations done, the latest score (per sweep point), updates/s and the time
+    left."""
 
-    def __init__(self, label: str, eval_every: int, num_seeds: int, enabled: bool):
+    def __init__(self, label: str, eval_every: int, num_seeds: int, sweep: dict,
+                 enabled: bool):
         self.label, self.eval_every, self.num_seeds = label, eval_every, num_seeds
+        self.sweep = sweep
         self.enabled = enabled
         self.started = time.perf_counter()
         self.intervals = 0
@@ -212,8 +265,17 @@ class _ProgressLine:
         elapsed = time.perf_counter() - self.started
         rate = self.intervals * self.eval_every / max(elapsed, 1e-9)
         left = (n - i) * self.eval_every / max(rate, 1e-9)
-        scores = [r["normalized_score"] for r in new if not r["failed"]]
-        score = (f"{np.mean(scores):.1f} ± {np.std(scores):.1f}" if scores else "all failed")
+        scores: dict[str, list[float]] = {}
+        for r in new:
+            point = f"[{point_label(r['sweep'])}] " if self.sweep else ""
+            scores.setdefault(point, [])
+            if not r["failed"]:
+                scores[point].append(r["normalized_score"])
+        score = ", ".join(point + (f"{np.mean(s):.1f} ± {np.std(s):.1f}" if s else "all failed")
+                          for point, s in scores.items())
+        rows = f"x{self.num_seeds} seeds"
+        if self.sweep:
+            rows = (f"x{len(new)} rows: {len(scores)} sweep point(s) of "
+                    f"{', '.join(self.sweep)} x {self.num_seeds} seeds")
         print(f"{self.label}: eval {i}/{n}, score {score}, {rate:.0f} updates/s "
-              f"(x{self.num_seeds} seeds, incl. evaluation), ~{left / 60:.1f} min left",
-              flush=True)
+              f"({rows}, incl. evaluation), ~{left / 60:.1f} min left", flush=True)
