@@ -47,14 +47,19 @@ def provenance(profile: str, argv: list[str] | None = None) -> dict:
             versions[name] = importlib_metadata.version(name)
         except importlib_metadata.PackageNotFoundError:
             versions[name] = "unknown"
+    commit, dirty = "unknown", None
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).parent, check=True).stdout.strip()
+        git = dict(capture_output=True, text=True, cwd=Path(__file__).parent, check=True)
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], **git).stdout.strip()
+        # Tracked files edited since that commit: the run's code is not exactly the commit's.
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no",
+                                     "--", str(Path(__file__).parents[1])], **git).stdout.strip())
     except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
+        pass
     device = jax.devices()[0]
     return {
-        "profile": profile, "argv": argv or [], "commit": commit, "versions": versions,
+        "profile": profile, "argv": argv or [], "commit": commit,
+        "code_modified_since_commit": dirty, "versions": versions,
         "device": f"{device.platform} ({getattr(device, 'device_kind', '')})",
         "device_count": jax.device_count(), "python": platform.python_version(),
         "host": platform.node(),
@@ -192,7 +197,8 @@ def summary_markdown(rows: list[dict], run_info: dict) -> str:
            "LEAF set to VALUE after init (offrl bench --sweep)."]
           if any("[" in r["algorithm"] for r in rows) else []),
         f"Profile {run_info.get('profile')}, device {run_info.get('device')} "
-        f"x{run_info.get('device_count')}, commit {run_info.get('commit')}.",
+        f"x{run_info.get('device_count')}, commit {run_info.get('commit')}"
+        f"{' with local changes' if run_info.get('code_modified_since_commit') else ''}.",
         f"Data: {data}.",
         f"Versions: {versions}.",
     ]

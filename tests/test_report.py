@@ -1,0 +1,45 @@
+"""Score tables from records: known answers, failed seeds, and the provenance line."""
+
+import numpy as np
+import pytest
+
+from offrl_jax.results.report import summarize, summary_markdown
+
+
+def records(algo, task, scores_per_seed, failed_seeds=()):
+    """One record per (seed, evaluation); scores_per_seed {seed: [score at step 1, 2, ...]}."""
+    out = []
+    for seed, scores in scores_per_seed.items():
+        for i, score in enumerate(scores):
+            out.append({"algorithm": algo, "task": task, "seed": seed, "step": 1000 * (i + 1),
+                        "failed": False, "return": score, "normalized_score": score,
+                        "metrics": {}})
+    for seed in failed_seeds:
+        out.append({"algorithm": algo, "task": task, "seed": seed, "step": 1000, "failed": True,
+                    "return": None, "normalized_score": None, "metrics": {}})
+    return out
+
+
+def test_summary_rows_have_the_known_final_and_last10_scores():
+    # 12 evaluations per seed: last-10 averages evaluations 3..12.
+    seed0 = [0.0, 0.0] + [10.0] * 9 + [20.0]
+    seed1 = [0.0, 0.0] + [30.0] * 9 + [40.0]
+    rows = summarize(records("bc", "hopper-medium", {0: seed0, 1: seed1}, failed_seeds=[2]))
+    by_task = {r["task"]: r for r in rows}
+    row = by_task["hopper-medium"]
+    assert row["final_mean"] == pytest.approx(30.0)
+    assert row["final_std"] == pytest.approx(10.0)
+    assert row["last10_mean"] == pytest.approx(np.mean([11.0, 31.0]))
+    assert (row["seeds"], row["failed_seeds"]) == (2, 1)
+    assert row["final_ci_low"] <= row["final_iqm"] <= row["final_ci_high"]
+    assert by_task["all tasks"]["final_mean"] == pytest.approx(30.0)
+
+
+@pytest.mark.parametrize("modified", [False, True])
+def test_summary_names_the_commit_and_local_changes(modified):
+    rows = summarize(records("bc", "hopper-medium", {0: [5.0], 1: [7.0]}))
+    text = summary_markdown(rows, {"profile": "tiny", "device": "cpu (cpu)", "device_count": 1,
+                                   "commit": "abc123", "code_modified_since_commit": modified})
+    assert "| bc | hopper-medium | 6.0 ± 1.0 |" in text
+    assert ("commit abc123 with local changes." in text) == modified
+    assert ("commit abc123." in text) == (not modified)
