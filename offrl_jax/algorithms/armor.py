@@ -43,7 +43,9 @@ stays put; beta = 0 and lambda > 0 is maximum-likelihood fitting on real data al
 Initialisation (:func:`init`, all compiled): pi and pi_ref from ATAC's warm start (behaviour cloning
 plus a Bellman fit of the critics on real data; pi starts AS pi_ref); the model pretrained by
 maximum likelihood with :func:`offrl_jax.models.ensemble.train_ensemble` (one member, no
-bootstrap); D_model empty.
+bootstrap; :func:`pretrain`, keyed like the model-based algorithms' ensembles by
+:func:`offrl_jax.algorithms.model_based.model_key`, so the training loop can fit it once per seed
+and reuse it across runs); D_model empty.
 
 Conventions of ours, where the poster is silent:
 - a rollout state whose model transition is terminal (the task's termination function, or not
@@ -69,7 +71,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from offrl_jax.algorithms import atac, sac
+from offrl_jax.algorithms import atac, model_based, sac
 from offrl_jax.algorithms.base import Algorithm
 from offrl_jax.data import Dataset, sample_batch
 from offrl_jax.models import buffer as model_buffer
@@ -204,18 +206,31 @@ def expand_model_data(state: ArmorState, reset_obs, key, reset) -> ArmorState:
     return state.replace(model_buffer=buffer, rollout_obs=jax.lax.stop_gradient(rollout_obs))
 
 
-def init(key, spec, config: ArmorConfig = ArmorConfig(), dataset=None) -> ArmorState:
-    """``spec`` needs ``obs_dim``, ``act_dim`` and ``termination_fn`` (an ``EnvSpec``)."""
+def pretrain(key, spec, config: ArmorConfig, dataset) -> ensemble.EnsembleState:
+    """``Algorithm.pretrain``: the model ``init(key, spec, config, dataset)`` would train
+    (maximum likelihood, ``config.model_config()``, one member)."""
+    return model_based.fit_model(key, spec, dataset, config.model_config())
+
+
+def pretrain_id(config: ArmorConfig) -> str:
+    """``Algorithm.pretrain_id``: the model settings (one member, no bootstrap), so it differs
+    from the ensembles' ids and changes with any ``model_*`` field."""
+    return model_based.model_pretrain_id(config.model_config())
+
+
+def init(key, spec, config: ArmorConfig = ArmorConfig(), dataset=None,
+         pretrained=None) -> ArmorState:
+    """``spec`` needs ``obs_dim``, ``act_dim`` and ``termination_fn`` (an ``EnvSpec``).
+    ``pretrained``: this seed's :func:`pretrain` model (else trained here); the warm start
+    always runs here."""
     if dataset is None:
         raise ValueError("armor.init needs the dataset (model pretraining and pi_ref)")
-    agent_key, warm_key, model_key = jax.random.split(key, 3)
+    agent_key, warm_key = jax.random.split(key)
     atac_config = config.atac_config()
     agent = sac.init(agent_key, spec, atac_config.sac_config())
     if config.warmstart_steps > 0:
         agent, _ = atac.warm_start(agent, atac_config, dataset, warm_key, config.warmstart_steps)
-    model = ensemble.train_ensemble(model_key, dataset.observations, dataset.actions,
-                                    dataset.rewards, dataset.next_observations,
-                                    config.model_config())
+    model = pretrain(key, spec, config, dataset) if pretrained is None else pretrained
     if config.v_max is None:
         v_max = jnp.max(jnp.abs(dataset.rewards)) / (1.0 - config.gamma)
     else:
@@ -331,4 +346,5 @@ def reference_act(state: ArmorState, obs, key, deterministic: bool = True):
 
 # The ARMOR paper's per-dataset settings are not in shared/REFERENCE.md; the defaults above apply
 # to every task until they are checked.
-ALGORITHM = Algorithm("armor", ArmorConfig, init, update, act)
+ALGORITHM = Algorithm("armor", ArmorConfig, init, update, act, pretrain=pretrain,
+                      pretrain_id=pretrain_id)

@@ -14,6 +14,15 @@ class Algorithm:
 
     ``refresh(state, dataset, key) -> state``, when given, is periodic work (model rollouts) run
     every ``config.refresh_every`` updates, outside the inner update scan.
+
+    ``pretrain(key, spec, config, dataset) -> pytree``, when given, is the costly part of
+    ``init`` that other algorithms and later runs can share (a dynamics model): for the key
+    ``init`` receives, exactly what ``init`` would train; jittable and vmappable over ``key``
+    with the dataset shared. ``init`` then also takes ``pretrained=`` (one seed's pytree) and
+    skips that training; without it ``init`` trains it itself. ``pretrain_id(config) -> str``
+    names everything besides the dataset, env and key the pytree depends on: equal ids, equal
+    pytrees. The training loop fits each seed's pytree once and keeps it in a
+    :class:`~offrl_jax.models.store.ModelStore` (``OUT/models/`` under the runner).
     """
 
     name: str
@@ -22,7 +31,14 @@ class Algorithm:
     update: Callable
     act: Callable
     refresh: Callable | None = None
+    pretrain: Callable | None = None
+    pretrain_id: Callable | None = None
     task_settings: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        if (self.pretrain is None) != (self.pretrain_id is None):
+            raise ValueError(f"{self.name}: pretrain and pretrain_id go together; give both or "
+                             f"neither")
 
     def make_config(self, task: str | None = None, overrides: Mapping[str, Any] | None = None):
         """The default config, then the task's settings, then explicit overrides."""

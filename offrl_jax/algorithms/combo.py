@@ -1,8 +1,8 @@
 """COMBO: conservative offline model-based policy optimisation (Yu et al., 2021), pure functions.
 
 1. init: train the dynamics ensemble on the dataset (as MOPO, see
-   :mod:`offrl_jax.algorithms.model_based`) and a SAC agent with 3x256 networks (actor lr 1e-4,
-   critic lr 3e-4);
+   :mod:`offrl_jax.algorithms.model_based`; or take the shared one ``pretrain`` fitted) and a
+   SAC agent with 3x256 networks (actor lr 1e-4, critic lr 3e-4);
 2. refresh, every ``refresh_every`` updates: rollouts of the current stochastic policy in the
    model into the ring buffer (no reward penalty);
 3. update, on a minibatch of ``real_ratio`` (0.5) dataset rows and model rows:
@@ -62,10 +62,13 @@ class COMBOState:
     config: COMBOConfig = flax.struct.field(pytree_node=False)
 
 
-def init(key, spec, config: COMBOConfig = COMBOConfig(), dataset=None) -> COMBOState:
-    """``spec``: ``obs_dim``, ``act_dim`` and ``termination_fn`` (an ``EnvSpec``)."""
-    model_key, agent_key = jax.random.split(key)
-    model = model_based.init_model(model_key, spec, config, dataset, penalty=None)
+def init(key, spec, config: COMBOConfig = COMBOConfig(), dataset=None,
+          pretrained=None) -> COMBOState:
+    """``spec``: ``obs_dim``, ``act_dim`` and ``termination_fn`` (an ``EnvSpec``).
+    ``pretrained``: this seed's :func:`model_based.pretrain` ensemble (else trained here)."""
+    model = model_based.init_model(key, spec, config, dataset, None, pretrained)
+    # Slot 0 is unused: the model's key is model_based.model_key(key), the agent's are as before.
+    _, agent_key = jax.random.split(key)
     return COMBOState(sac.init(agent_key, spec, config.sac_config()), model,
                       jnp.asarray(config.cql_weight, jnp.float32), config)
 
@@ -105,4 +108,5 @@ TASK_SETTINGS = {task: {"rollout_horizon": h, "cql_weight": beta}
                  for task, (h, beta) in _H_BETA.items()}
 
 ALGORITHM = Algorithm("combo", COMBOConfig, init, update, act, refresh=refresh,
-                      task_settings=TASK_SETTINGS)
+                      task_settings=TASK_SETTINGS, pretrain=model_based.pretrain,
+                      pretrain_id=model_based.pretrain_id)

@@ -1,6 +1,10 @@
-"""The model-based pieces MOPO and COMBO share (shared/REFERENCE.md section 2).
+"""The model-based pieces MOPO, COMBO, MOReL and RAMBO share (shared/REFERENCE.md section 2).
 
-1. ``init``: train a dynamics ensemble on the dataset (:func:`init_model`), one per seed;
+1. ``init``: train a dynamics ensemble on the dataset (:func:`init_model`), one per seed, or take
+   the one :func:`pretrain` fitted (``init(..., pretrained=...)``). The ensemble's key is
+   :func:`model_key` of the init key in every algorithm, so for one seed, dataset and ensemble
+   config all four train the IDENTICAL ensemble, and :func:`pretrain_id` names it: the training
+   loop fits it once per seed and shares it (:mod:`offrl_jax.models.store`);
 2. ``refresh``, every ``refresh_every`` updates, OUTSIDE the inner update scan (the training loop
    runs it in an outer loop, REFERENCE s.5 mistake 7): roll the current stochastic policy out in
    the model from ``rollout_batch_size`` dataset states for ``rollout_horizon`` steps, one random
@@ -43,13 +47,19 @@ from offrl_jax.models.buffer import sample as buffer_sample
 # Start states per rollout chunk on a CPU (see the module docstring).
 CPU_ROLLOUT_CHUNK = 2_000
 
+# fold_in tag of the dynamics model's key. fold_in(key, i) equals split(key, n)[i] (JAX's
+# partitionable threefry), so a small tag would collide with the keys algorithms split from the
+# same init key; this one ("MODL") is far above any split count.
+MODEL_KEY_TAG = 0x4D4F444C
+
 # MBPO/MOPO per-layer L2 weights for the 4x200 ensemble (REFERENCE s.2).
 _PAPER_WEIGHT_DECAYS = (2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4)
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelBasedConfig:
-    """The dynamics ensemble, rollout and minibatch settings shared by MOPO and COMBO.
+    """The dynamics ensemble, rollout and minibatch settings shared by MOPO, COMBO, MOReL and
+    RAMBO.
 
     ``ensemble_weight_decays=None`` uses the paper's per-layer values for 4 hidden layers and
     ``linspace(2.5e-5, 1e-4)`` over the layers for any other depth. ``buffer_capacity=None``
@@ -58,7 +68,7 @@ class ModelBasedConfig:
     start states at once, None = by backend (:func:`rollout_chunk`).
     """
 
-    # Dynamics ensemble, trained in init on the dataset.
+    # Dynamics ensemble, trained in init (or pretrain) on the dataset.
     ensemble_members: int = 7
     ensemble_elites: int = 5
     ensemble_hidden_dims: tuple[int, ...] = (200, 200, 200, 200)
@@ -151,13 +161,14 @@ def model_state_from(ensemble: EnsembleState, spec, config: ModelBasedConfig,
                            zero, zero, spec.termination_fn, penalty)
 
 
-def init_model(key, spec, config: ModelBasedConfig, dataset,
-               penalty: str | None) -> ModelBasedState:
-    """Train the ensemble on the whole dataset (holdout split inside) and start an empty buffer.
+def model_key(key) -> jax.Array:
+    """The dynamics model's training key from an algorithm's init key: the same derivation in
+    every model-based algorithm (ARMOR's single model too), so equal seeds train equal models.
+    Other init keys are split from ``key`` and never collide with this one."""
+    return jax.random.fold_in(key, MODEL_KEY_TAG)
 
-    ``spec`` has ``obs_dim``, ``act_dim`` and ``termination_fn``. Jittable and vmappable over
-    ``key`` with the dataset shared.
-    """
+
+def _check_dataset(spec, dataset) -> None:
     if dataset is None:
         raise ValueError("model-based algorithms train their dynamics ensemble in init: pass the "
                          "dataset (init(key, spec, config, dataset))")
@@ -165,9 +176,51 @@ def init_model(key, spec, config: ModelBasedConfig, dataset,
         raise ValueError(f"dataset has obs/act dims ({dataset.obs_dim}, {dataset.act_dim}) but "
                          f"the env spec {getattr(spec, 'name', spec)!r} expects "
                          f"({spec.obs_dim}, {spec.act_dim})")
-    ensemble = train_ensemble(key, dataset.observations, dataset.actions, dataset.rewards,
-                              dataset.next_observations, config.ensemble_config())
-    return model_state_from(ensemble, spec, config, penalty)
+
+
+def fit_model(key, spec, dataset, ensemble_config: EnsembleConfig) -> EnsembleState:
+    """Train a dynamics ensemble (or ARMOR's single model) on the whole dataset (holdout split
+    inside) with :func:`model_key` of the init key ``key``. Jittable, vmappable over ``key``
+    with the dataset shared."""
+    _check_dataset(spec, dataset)
+    return train_ensemble(model_key(key), dataset.observations, dataset.actions,
+                          dataset.rewards, dataset.next_observations, ensemble_config)
+
+
+def model_pretrain_id(ensemble_config: EnsembleConfig) -> str:
+    """What a :func:`fit_model` result depends on besides the dataset, env and key: the fit
+    (bump the version when :func:`fit_model` or ``train_ensemble`` change what they compute)
+    and every ensemble setting. Equal ids mean bit-identical models for equal inputs."""
+    return f"fit_model/v1:{ensemble_config!r}"
+
+
+def pretrain(key, spec, config: ModelBasedConfig, dataset) -> EnsembleState:
+    """``Algorithm.pretrain``: the ensemble ``init(key, spec, config, dataset)`` would train."""
+    return fit_model(key, spec, dataset, config.ensemble_config())
+
+
+def pretrain_id(config: ModelBasedConfig) -> str:
+    """``Algorithm.pretrain_id``: equal for any two configs with equal ensemble settings, so
+    MOPO, COMBO, MOReL and RAMBO share one ensemble per seed."""
+    return model_pretrain_id(config.ensemble_config())
+
+
+def init_model(key, spec, config: ModelBasedConfig, dataset, penalty: str | None,
+               pretrained: EnsembleState | None = None) -> ModelBasedState:
+    """The model part of an init: the ensemble (``pretrained``, or :func:`pretrain` of the init
+    key ``key``) and an empty buffer.
+
+    ``spec`` has ``obs_dim``, ``act_dim`` and ``termination_fn``. Jittable and vmappable over
+    ``key`` (and ``pretrained``) with the dataset shared.
+    """
+    if pretrained is None:
+        pretrained = pretrain(key, spec, config, dataset)
+    elif (pretrained.obs_dim, pretrained.act_dim) != (spec.obs_dim, spec.act_dim):
+        raise ValueError(f"pretrained ensemble has obs/act dims ({pretrained.obs_dim}, "
+                         f"{pretrained.act_dim}) but the env spec "
+                         f"{getattr(spec, 'name', spec)!r} expects "
+                         f"({spec.obs_dim}, {spec.act_dim})")
+    return model_state_from(pretrained, spec, config, penalty)
 
 
 def sac_policy_fn(sac_state: sac.SACState) -> Callable:

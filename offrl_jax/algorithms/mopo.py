@@ -1,8 +1,9 @@
 """MOPO: model-based offline policy optimisation (Yu et al., 2020) as pure update functions.
 
 1. init: train a dynamics ensemble on the dataset (7 members, 5 elites; see
-   :mod:`offrl_jax.algorithms.model_based`) and a SAC agent (2x256, actor lr 1e-4, critic lr
-   3e-4, gamma 0.99, tau 0.005, automatic entropy towards -|A|);
+   :mod:`offrl_jax.algorithms.model_based`; or take the one ``pretrain`` fitted, shared with
+   COMBO, MOReL and RAMBO) and a SAC agent (2x256, actor lr 1e-4, critic lr 3e-4, gamma 0.99,
+   tau 0.005, automatic entropy towards -|A|);
 2. refresh, every ``refresh_every`` updates: roll the current stochastic policy out in the model
    (``rollout_batch_size`` dataset start states, horizon ``rollout_horizon``), storing each
    transition's uncertainty u(s, a) (``penalty``: MOPO's "aleatoric" max over members of
@@ -69,10 +70,13 @@ class MOPOState:
     config: MOPOConfig = flax.struct.field(pytree_node=False)
 
 
-def init(key, spec, config: MOPOConfig = MOPOConfig(), dataset=None) -> MOPOState:
-    """``spec``: ``obs_dim``, ``act_dim`` and ``termination_fn`` (an ``EnvSpec``)."""
-    model_key, agent_key = jax.random.split(key)
-    model = model_based.init_model(model_key, spec, config, dataset, penalty=config.penalty)
+def init(key, spec, config: MOPOConfig = MOPOConfig(), dataset=None,
+         pretrained=None) -> MOPOState:
+    """``spec``: ``obs_dim``, ``act_dim`` and ``termination_fn`` (an ``EnvSpec``).
+    ``pretrained``: this seed's :func:`model_based.pretrain` ensemble (else trained here)."""
+    model = model_based.init_model(key, spec, config, dataset, config.penalty, pretrained)
+    # Slot 0 is unused: the model's key is model_based.model_key(key), the agent's are as before.
+    _, agent_key = jax.random.split(key)
     return MOPOState(sac.init(agent_key, spec, config.sac_config()), model,
                      jnp.asarray(config.penalty_coef, jnp.float32), config)
 
@@ -104,4 +108,5 @@ TASK_SETTINGS = {task: {"rollout_horizon": h, "penalty_coef": coef}
                  for task, (h, coef) in _H_LAMBDA.items()}
 
 ALGORITHM = Algorithm("mopo", MOPOConfig, init, update, act, refresh=refresh,
-                      task_settings=TASK_SETTINGS)
+                      task_settings=TASK_SETTINGS, pretrain=model_based.pretrain,
+                      pretrain_id=model_based.pretrain_id)

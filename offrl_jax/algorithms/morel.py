@@ -1,10 +1,11 @@
 """MOReL: model-based offline RL in a pessimistic MDP (Kidambi et al., 2020), SAC as the learner.
 
-1. init: train the dynamics ensemble on the dataset (:mod:`offrl_jax.algorithms.model_based`)
-   and set the "unknown region" threshold from dataset statistics: ``threshold_scale`` times the
-   largest disagreement of the members' predictions over (up to ``threshold_samples``) dataset
-   (s, a) pairs. Disagreement is the maximum pairwise distance between members' predicted means
-   for the SAME (s, a) (REFERENCE s.5 mistake 5), the ``pairwise_max`` uncertainty;
+1. init: train the dynamics ensemble on the dataset (:mod:`offrl_jax.algorithms.model_based`;
+   or take the shared one ``pretrain`` fitted) and set the "unknown region" threshold from
+   dataset statistics: ``threshold_scale`` times the largest disagreement of the members'
+   predictions over (up to ``threshold_samples``) dataset (s, a) pairs. Disagreement is the
+   maximum pairwise distance between members' predicted means for the SAME (s, a) (REFERENCE
+   s.5 mistake 5), the ``pairwise_max`` uncertainty;
 2. refresh, every ``refresh_every`` updates: rollouts of the current policy in the model; the
    first transition whose disagreement exceeds the threshold HALTs its rollout: it becomes
    terminal with reward ``min(dataset rewards) - halt_penalty`` and nothing after it is kept;
@@ -66,9 +67,13 @@ def dataset_disagreement(ensemble, dataset, key, num_samples: int) -> jax.Array:
     return uncertainty_penalties(mean, logvar)[DISAGREEMENT]
 
 
-def init(key, spec, config: MOReLConfig = MOReLConfig(), dataset=None) -> MOReLState:
-    model_key, agent_key, sample_key = jax.random.split(key, 3)
-    model = model_based.init_model(model_key, spec, config, dataset, penalty=DISAGREEMENT)
+def init(key, spec, config: MOReLConfig = MOReLConfig(), dataset=None,
+         pretrained=None) -> MOReLState:
+    """``pretrained``: this seed's :func:`model_based.pretrain` ensemble (else trained here);
+    the threshold is measured on the dataset either way."""
+    model = model_based.init_model(key, spec, config, dataset, DISAGREEMENT, pretrained)
+    # Slot 0 is unused: the model's key is model_based.model_key(key), the agent's are as before.
+    _, agent_key, sample_key = jax.random.split(key, 3)
     disagreement = dataset_disagreement(model.ensemble, dataset, sample_key,
                                         config.threshold_samples)
     return MOReLState(sac.init(agent_key, spec, config.sac_config()), model,
@@ -107,4 +112,5 @@ def act(state: MOReLState, obs, key, deterministic: bool = True):
     return sac.act(state.sac, obs, key, deterministic)
 
 
-ALGORITHM = Algorithm("morel", MOReLConfig, init, update, act, refresh=refresh)
+ALGORITHM = Algorithm("morel", MOReLConfig, init, update, act, refresh=refresh,
+                      pretrain=model_based.pretrain, pretrain_id=model_based.pretrain_id)

@@ -1,6 +1,7 @@
 """RAMBO: robust adversarial model-based offline RL (Rigter et al., 2022), pure functions.
 
-1. init: train the dynamics ensemble on the dataset, and pretrain the SAC actor by behaviour
+1. init: train the dynamics ensemble on the dataset (or take the shared one ``pretrain``
+   fitted, see :mod:`offrl_jax.algorithms.model_based`), and pretrain the SAC actor by behaviour
    cloning (``bc_pretrain_steps`` of maximum likelihood on dataset actions, a compiled scan);
 2. refresh, every ``refresh_every`` (250) updates:
    a. ``adversary_steps`` adversarial model steps: on dataset states with the current policy's
@@ -90,9 +91,13 @@ def pretrain_actor(sac_state: sac.SACState, dataset, key, steps: int, lr: float,
     return sac_state.replace(actor_params=params)
 
 
-def init(key, spec, config: RAMBOConfig = RAMBOConfig(), dataset=None) -> RAMBOState:
-    model_key, agent_key, bc_key = jax.random.split(key, 3)
-    model = model_based.init_model(model_key, spec, config, dataset, penalty=None)
+def init(key, spec, config: RAMBOConfig = RAMBOConfig(), dataset=None,
+         pretrained=None) -> RAMBOState:
+    """``pretrained``: this seed's :func:`model_based.pretrain` ensemble (else trained here);
+    the actor's BC pretraining always runs here (it is not shared)."""
+    model = model_based.init_model(key, spec, config, dataset, None, pretrained)
+    # Slot 0 is unused: the model's key is model_based.model_key(key), the agent's are as before.
+    _, agent_key, bc_key = jax.random.split(key, 3)
     agent = sac.init(agent_key, spec, config.sac_config())
     agent = pretrain_actor(agent, dataset, bc_key, config.bc_pretrain_steps, config.bc_lr,
                            config.batch_size)
@@ -188,4 +193,5 @@ TASK_SETTINGS = {task: {"rollout_horizon": h, "adversary_weight": weight}
                  for task, (h, weight) in _H_WEIGHT.items()}
 
 ALGORITHM = Algorithm("rambo", RAMBOConfig, init, update, act, refresh=refresh,
-                      task_settings=TASK_SETTINGS)
+                      task_settings=TASK_SETTINGS, pretrain=model_based.pretrain,
+                      pretrain_id=model_based.pretrain_id)

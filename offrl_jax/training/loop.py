@@ -15,6 +15,12 @@ COMBO's ``cql_weight``) adds rows the same way: every (value, seed) pair is a ro
 leading axis, set inside the compiled init, so the sweep trains as one program. Row (value v,
 seed s) uses seed s's keys, and each value's rows are evaluated on the episodes an unswept run of
 those seeds gets, so the row whose value is the init's own reproduces the unswept run.
+
+An algorithm with ``pretrain`` (a dynamics model) gets each seed's pretrained pytree before init:
+loaded from a :class:`~offrl_jax.models.store.ModelStore` when there, else fitted for all missing
+seeds in one ``jit(vmap(pretrain))`` program (and saved), then given to ``init`` with the rows'
+leading axis and sharding. Sweep rows share their seed's model. Without a store the models are
+still fitted that way, so a store changes how long a run takes, never its numbers.
 """
 
 from __future__ import annotations
@@ -35,6 +41,10 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from offrl_jax.algorithms.registry import Algorithm
 from offrl_jax.data._io import atomic_output
 from offrl_jax.evaluation import Evaluator
+from offrl_jax.models.store import EntryKey, ModelStore, dataset_fingerprint, load_or_fit
+
+# The fewest rows a pretrain fit runs (see Trainer.prepare_models).
+MIN_FIT_ROWS = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,6 +137,11 @@ def check_sweep(algorithm_name: str, state, sweep: Mapping[str, Sequence[float]]
             raise SweepError(f"sweep {name!r}: values repeat in {list(values)}")
 
 
+def _init_key(seed_key):
+    """The key ``init`` (and ``pretrain``) receives from a row's seed key."""
+    return jax.random.fold_in(seed_key, 0)
+
+
 def _keep_if(condition, new, old):
     return jax.tree_util.tree_map(lambda n, o: jnp.where(condition, n, o), new, old)
 
@@ -150,11 +165,17 @@ class Trainer:
 
     ``run(on_interval)`` yields control after each interval with per-row evaluation results;
     ``checkpoint_dir`` makes the run resumable.
+
+    When the algorithm has ``pretrain``, :meth:`prepare_models` (called by :meth:`initial` if
+    not before) loads or fits each seed's pretrained pytree, from and into ``model_store`` when
+    given; ``log`` receives its progress lines (None: silent).
     """
 
     def __init__(self, algorithm: Algorithm, config, dataset, spec, seeds, train: TrainConfig,
                  checkpoint_dir: str | Path | None = None, shard: bool = True,
-                 sweep: Mapping[str, Sequence[float]] | None = None):
+                 sweep: Mapping[str, Sequence[float]] | None = None,
+                 model_store: ModelStore | None = None,
+                 log: Callable[[str], None] | None = print):
         self.algorithm, self.config, self.train = algorithm, config, train
         self.spec = spec
         self.seeds = list(seeds)
@@ -165,6 +186,9 @@ class Trainer:
         self.rows = [(point, seed) for point in self.points for seed in self.seeds]
         self.num_intervals = train.num_updates // train.eval_every
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
+        self.model_store, self.log, self._shard = model_store, log, shard
+        self.models_report: dict | None = None
+        self._pretrained = None
         seed_shard, replicated = seed_sharding(len(self.rows)) if shard else (None, None)
         self._seed_shard = seed_shard
         self.dataset = jax.device_put(dataset, replicated) if replicated else dataset
@@ -174,8 +198,9 @@ class Trainer:
                   for name in self.sweep}
         self.leaves = self._place(leaves)
 
-        def init_row(key, values, data):
-            state = algorithm.init(jax.random.fold_in(key, 0), spec, config, data)
+        def init_row(key, values, pretrained, data):
+            extra = {} if algorithm.pretrain is None else {"pretrained": pretrained}
+            state = algorithm.init(_init_key(key), spec, config, data, **extra)
             return state.replace(**{name: jnp.asarray(value, getattr(state, name).dtype)
                                     for name, value in values.items()})
 
@@ -183,7 +208,7 @@ class Trainer:
             check_sweep(algorithm.name, jax.eval_shape(
                 lambda k, d: algorithm.init(k, spec, config, d), keys[0], self.dataset),
                 self.sweep)
-        self._init = jax.jit(jax.vmap(init_row, in_axes=(0, 0, None)))
+        self._init = jax.jit(jax.vmap(init_row, in_axes=(0, 0, 0, None)))
         self._interval = jax.jit(
             jax.vmap(make_interval_fn(algorithm, config, train.eval_every),
                      in_axes=(0, 0, None, 0)),
@@ -204,8 +229,51 @@ class Trainer:
     def _place(self, tree):
         return jax.device_put(tree, self._seed_shard) if self._seed_shard else tree
 
+    def prepare_models(self) -> dict | None:
+        """Load or fit every seed's pretrained pytree (once; kept for :meth:`initial`) and
+        return the report of :func:`~offrl_jax.models.store.load_or_fit` (None when the
+        algorithm has no ``pretrain``), also kept as ``models_report``."""
+        algorithm, spec, config = self.algorithm, self.spec, self.config
+        if algorithm.pretrain is None or self._pretrained is not None:
+            return self.models_report
+        seeds = list(dict.fromkeys(self.seeds))
+        init_keys = [_init_key(jax.random.PRNGKey(seed)) for seed in seeds]
+
+        def pretrain(key, data):
+            return algorithm.pretrain(key, spec, config, data)
+
+        template = jax.eval_shape(pretrain, init_keys[0], self.dataset)
+        fingerprint = dataset_fingerprint(self.dataset) if self.model_store else ""
+        entries = [EntryKey(spec.name, fingerprint, algorithm.pretrain_id(config), seed,
+                            tuple(int(x) for x in np.asarray(jax.random.key_data(key))))
+                   for seed, key in zip(seeds, init_keys, strict=True)]
+        fit_program = jax.jit(jax.vmap(pretrain, in_axes=(0, None)))
+
+        def fit(indices):
+            # One seed alone compiles to other kernels (matrix-vector products) than a batch
+            # and rounds differently, while batches of 2, 3 and 4 seeds give bit-identical
+            # models per seed (measured on a CPU). Fitting at least MIN_FIT_ROWS rows (the
+            # last key repeated) keeps a seed's model independent of which seeds the store
+            # lacked, so a partly filled store changes no numbers either.
+            rows = list(indices) + [indices[-1]] * max(0, MIN_FIT_ROWS - len(indices))
+            keys = jnp.stack([init_keys[i] for i in rows])
+            sharding, _ = seed_sharding(len(rows)) if self._shard else (None, None)
+            fitted = fit_program(jax.device_put(keys, sharding) if sharding else keys,
+                                 self.dataset)
+            return jax.tree_util.tree_map(lambda leaf: leaf[:len(indices)], fitted)
+
+        per_seed, self.models_report = load_or_fit(self.model_store, entries, template, fit,
+                                                   self.log)
+        # Rows are (sweep point, seed): every point's row of a seed gets that seed's model.
+        rows = np.asarray([seeds.index(seed) for _, seed in self.rows])
+        self._pretrained = jax.device_put(
+            jax.tree_util.tree_map(lambda leaf: leaf[rows], per_seed), self._seed_shard)
+        return self.models_report
+
     def initial(self):
-        state = self._place(self._init(self.keys, self.leaves, self.dataset))
+        self.prepare_models()
+        pretrained, self._pretrained = self._pretrained, None
+        state = self._place(self._init(self.keys, self.leaves, pretrained, self.dataset))
         failed = self._place(jnp.zeros(len(self.rows), bool))
         return {"state": state, "failed": failed, "next_interval": 0, "records": []}
 

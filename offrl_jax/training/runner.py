@@ -9,6 +9,12 @@ atomically after every evaluation, and checkpoints let a killed sweep resume whe
 algorithm's state (MOPO's ``penalty_coef``): each (algorithm, task) then trains values x seeds
 rows in one program, and each value is its own row of the score table (``mopo[penalty_coef=1]``).
 Names are checked against every algorithm's state before any data is made or loaded.
+
+Pretrained models (the dynamics ensembles of MOPO, COMBO, MOReL and RAMBO, ARMOR's model) are kept
+in ``OUT/models/`` (:mod:`offrl_jax.models.store`): each (dataset, env, ``pretrain_id``, seed) is
+fitted once, by the first algorithm that needs it, and loaded by every later algorithm, sweep and
+run into the same ``OUT``. ``run.json``'s ``models`` says, per algorithm and task, which seeds
+were reused and which fitted.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import numpy as np
 
 from offrl_jax.algorithms.registry import get_algorithm
 from offrl_jax.data import Dataset, find_task_dataset, load_task_dataset, read_d4rl_metadata
+from offrl_jax.models.store import ModelStore
 from offrl_jax.results.report import (
     point_label,
     provenance,
@@ -211,6 +218,7 @@ def run_benchmark(algorithms: list[str], tasks: list[str], seeds: list[int], pro
         run_info["sweep"] = sweep
     total = len(algos) * len(task_objs)
     done = 0
+    model_store = ModelStore(out_dir / "models")
     for task in task_objs:
         run_info["data"][task.name] = ensure_dataset(task, run_profile.data_profile, progress)
         write_text_atomic(run_info_path, json.dumps(run_info, indent=2))
@@ -224,14 +232,23 @@ def run_benchmark(algorithms: list[str], tasks: list[str], seeds: list[int], pro
                 algorithm, run_profile, train, overrides or {}))
             run_info.setdefault("configs", {})[f"{algorithm.name}/{task.name}"] = repr(config)
             write_text_atomic(run_info_path, json.dumps(run_info, indent=2))
+            done += 1
+            label = f"[{done}/{total}] {algorithm.name} {task.name}"
+
+            def log(line, label=label):
+                print(f"{label}: {line}", flush=True)
+
             # A sweep's files are apart from the unswept run's, so both can share out_dir.
             trainer = Trainer(algorithm, config, dataset, task.spec, seeds, train,
                               checkpoint_dir=out_dir / "checkpoints" /
                               f"{algorithm.name}__{task.name}{sweep_suffix(sweep)}",
-                              sweep=sweep)
-            done += 1
-            progress_line = _ProgressLine(f"[{done}/{total}] {algorithm.name} {task.name}",
-                                          train.eval_every, len(seeds), sweep, progress)
+                              sweep=sweep, model_store=model_store,
+                              log=log if progress else None)
+            models = trainer.prepare_models()
+            if models is not None:
+                run_info.setdefault("models", {})[f"{algorithm.name}/{task.name}"] = models
+                write_text_atomic(run_info_path, json.dumps(run_info, indent=2))
+            progress_line = _ProgressLine(label, train.eval_every, len(seeds), sweep, progress)
 
             def on_interval(i, n, all_records, new, algorithm=algorithm, task=task,
                             progress_line=progress_line):

@@ -1,0 +1,228 @@
+"""A store of pretrained per-seed pytrees (dynamics models), shared across algorithms and runs.
+
+MOPO, COMBO, MOReL and RAMBO with equal ensemble settings train the same ensemble for the same
+seed and dataset (``Algorithm.pretrain``; :func:`offrl_jax.algorithms.model_based.model_key`),
+and a full-size D4RL ensemble costs minutes to fit. The training loop therefore asks
+:func:`load_or_fit` for each seed's pytree before ``init``: entries found in the store are
+loaded, the missing seeds are fitted together by the caller's ``fit`` (one vmapped program) and
+saved. The runner keeps its store in ``OUT/models/``.
+
+An entry is one seed's pytree, keyed by :class:`EntryKey`: the dataset's fingerprint (sha256 over
+every array's dtype, shape and bytes, :func:`dataset_fingerprint`), the env name,
+``pretrain_id(config)`` and the init key's data (the seed and the key ``pretrain`` receives). It
+is one file, ``ROOT/<env>__seed<seed>__<hash of the key>.npz``: the leaves in flattening order
+and a JSON header (``meta``) holding the full key, each leaf's path, dtype and shape, and a sha256
+over the leaves' bytes.
+
+Robustness:
+- Writes go to a temporary file in the same directory that is renamed onto the entry only when
+  complete (``os.replace``), so a killed write leaves no entry and a half-written file is never
+  read. Two runs writing the same entry both write complete files; the last rename wins.
+- A corrupt entry (not a readable ``.npz``, a header or leaf missing, or leaves whose sha256
+  differs from the header's) is REFITTED and overwritten, with a printed warning naming the file
+  and the damage. The fit is deterministic in the key, so refitting restores exactly the entry
+  that was lost; stopping a long benchmark over a damaged cache file would gain nothing.
+- An intact entry that does not match (its header's key differs from the one its name hashes, or
+  its leaves' paths, dtypes or shapes differ from what ``pretrain`` now returns) raises
+  :class:`ModelStoreError` naming the file, the expected and the found values: it means the code
+  changed what a pretrained pytree is without changing ``pretrain_id`` (bump its version) or the
+  file was copied from elsewhere, which a silent refit would hide.
+
+Leaves must be plain numeric arrays (no typed PRNG keys). A model reused on another backend
+(fitted on a CPU, loaded on a GPU) is the CPU's fit: the backend and JAX version that fitted it
+are in the header (and in the runner's ``run.json``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+import zipfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from offrl_jax.data._io import atomic_output
+
+FORMAT_VERSION = 1
+
+
+class ModelStoreError(ValueError):
+    """A store entry that is intact but does not match what was asked for."""
+
+
+class CorruptEntryError(ModelStoreError):
+    """A store entry that cannot be read back intact (it is refitted by :func:`load_or_fit`)."""
+
+
+def dataset_fingerprint(dataset) -> str:
+    """sha256 over every array of a dataset pytree (leaf paths, dtypes, shapes and bytes), as hex.
+    Host work proportional to the dataset's size (about 0.3 s per 100 MB)."""
+    digest = hashlib.sha256()
+    for path, leaf in jax.tree_util.tree_flatten_with_path(dataset)[0]:
+        array = np.ascontiguousarray(np.asarray(leaf))
+        digest.update(f"{jax.tree_util.keystr(path)}:{array.dtype.str}:{array.shape};".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class EntryKey:
+    """What one seed's pretrained pytree depends on. ``init_key``: the key data of the key
+    ``pretrain`` receives (``jax.random.key_data``), so a change in how keys are derived from
+    seeds misses instead of loading another key's model."""
+
+    env: str
+    dataset: str
+    pretrain_id: str
+    seed: int
+    init_key: tuple[int, ...]
+
+    def as_json(self) -> dict:
+        return dataclasses.asdict(self) | {"init_key": list(self.init_key)}
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self.as_json(), sort_keys=True).encode()).hexdigest()
+
+
+def _leaf_layout(template) -> list[dict]:
+    return [{"path": jax.tree_util.keystr(path), "dtype": np.dtype(leaf.dtype).str,
+             "shape": list(leaf.shape)}
+            for path, leaf in jax.tree_util.tree_flatten_with_path(template)[0]]
+
+
+def _leaves_sha256(leaves: Sequence[np.ndarray]) -> str:
+    digest = hashlib.sha256()
+    for leaf in leaves:
+        digest.update(np.ascontiguousarray(leaf).tobytes())
+    return digest.hexdigest()
+
+
+class ModelStore:
+    """Pretrained pytrees on disk under ``root`` (created on the first save)."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def path(self, key: EntryKey) -> Path:
+        env = "".join(c if c.isalnum() or c in "-_." else "_" for c in key.env)
+        return self.root / f"{env}__seed{key.seed}__{key.digest()[:16]}.npz"
+
+    def save(self, key: EntryKey, tree) -> Path:
+        """Write one seed's pytree atomically; returns the entry's path."""
+        leaves = [np.asarray(leaf) for leaf in jax.tree_util.tree_leaves(tree)]
+        meta = {"format_version": FORMAT_VERSION, "key": key.as_json(),
+                "leaves": _leaf_layout(tree), "sha256": _leaves_sha256(leaves),
+                "fitted_on": {"backend": jax.default_backend(), "jax": jax.__version__,
+                              "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}}
+        path = self.path(key)
+        with atomic_output(path) as tmp, open(tmp, "wb") as handle:
+            np.savez(handle, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8),
+                     **{f"leaf_{i:05d}": leaf for i, leaf in enumerate(leaves)})
+        return path
+
+    def load(self, key: EntryKey, template) -> Any | None:
+        """The stored pytree (host numpy leaves, ``template``'s structure), or None when there
+        is no entry. ``template``: the pytree's structure with shapes and dtypes (e.g. from
+        ``jax.eval_shape``). Raises :class:`CorruptEntryError` or :class:`ModelStoreError`."""
+        path = self.path(key)
+        if not path.exists():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                meta = json.loads(archive["meta"].tobytes().decode())
+                leaves = [archive[f"leaf_{i:05d}"] for i in range(len(meta["leaves"]))]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, EOFError,
+                zipfile.BadZipFile) as error:
+            raise CorruptEntryError(f"{path}: expected a model store entry (.npz with a JSON "
+                                    f"header and its leaves), found an unreadable file "
+                                    f"({type(error).__name__}: {error})") from error
+        if _leaves_sha256(leaves) != meta.get("sha256"):
+            raise CorruptEntryError(f"{path}: key 'sha256': expected {meta.get('sha256')} (the "
+                                    f"header's), found {_leaves_sha256(leaves)} over the stored "
+                                    f"leaves")
+        found = meta.get("key")
+        if meta.get("format_version") != FORMAT_VERSION or found != key.as_json():
+            raise ModelStoreError(f"{path}: key 'key': expected {key.as_json()} (format "
+                                  f"{FORMAT_VERSION}), found {found} (format "
+                                  f"{meta.get('format_version')}); the file does not belong "
+                                  f"under this name: delete it")
+        expected = _leaf_layout(template)
+        if meta["leaves"] != expected:
+            raise ModelStoreError(
+                f"{path}: key 'leaves': expected {_describe(expected)}, found "
+                f"{_describe(meta['leaves'])}; the pretrained pytree changed without a new "
+                f"pretrain_id ({key.pretrain_id!r}): change its version, or delete the file")
+        return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(template), leaves)
+
+
+def _describe(layout: list[dict]) -> str:
+    return ", ".join(f"{leaf['path']} {leaf['dtype']}{tuple(leaf['shape'])}" for leaf in layout)
+
+
+def load_or_fit(store: ModelStore | None, keys: Sequence[EntryKey], template,
+                fit: Callable[[list[int]], Any],
+                log: Callable[[str], None] | None = None) -> tuple[Any, dict]:
+    """Each key's pytree, stacked along a new leading axis in the order of ``keys`` (host numpy
+    leaves), and a report of what was reused and fitted.
+
+    ``fit(indices)`` returns the pytrees of ``keys[i]`` for ``i in indices`` stacked the same way
+    (one call for all missing entries). ``store=None`` fits every key and saves nothing.
+    ``log`` receives one progress line per action (reuse, fit). The report:
+    ``{"store", "pretrain_id", "dataset_sha256", "reused", "fitted", "refitted", "files",
+    "load_seconds", "fit_seconds"}``; ``refitted`` maps a seed to why its entry was refitted,
+    its seed is also in ``fitted``; ``files`` are the entries' names under the store's root.
+    """
+    started = time.perf_counter()
+    trees: list[Any] = [None] * len(keys)
+    refitted: dict[int, str] = {}
+    if store is not None:
+        for i, key in enumerate(keys):
+            try:
+                trees[i] = store.load(key, template)
+            except CorruptEntryError as error:
+                refitted[key.seed] = str(error)
+                if log:
+                    log(f"WARNING corrupt model store entry, refitting it: {error}")
+    reused = [i for i, tree in enumerate(trees) if tree is not None]
+    missing = [i for i, tree in enumerate(trees) if tree is None]
+    load_seconds = time.perf_counter() - started
+    where = f" from {store.root}" if store is not None else ""
+    if reused and log:
+        log(f"reusing models for seeds {[keys[i].seed for i in reused]}{where} "
+            f"({load_seconds:.1f} s)")
+    fit_seconds = 0.0
+    if missing:
+        started = time.perf_counter()
+        fitted = jax.device_get(fit(missing))
+        fit_seconds = time.perf_counter() - started
+        for j, i in enumerate(missing):
+            trees[i] = jax.tree_util.tree_map(lambda leaf, j=j: np.asarray(leaf[j]), fitted)
+            if store is not None:
+                store.save(keys[i], trees[i])
+        if log:
+            stored = f", saved to {store.root}" if store is not None else ", no store"
+            log(f"fitting {len(missing)} model(s) for seeds {[keys[i].seed for i in missing]}: "
+                f"{fit_seconds:.1f} s{stored}")
+    stacked = jax.tree_util.tree_map(lambda *leaves: np.stack(leaves), *trees)
+    report = {
+        "store": str(store.root) if store is not None else None,
+        "pretrain_id": keys[0].pretrain_id if keys else None,
+        "dataset_sha256": keys[0].dataset if keys else None,
+        "reused": [keys[i].seed for i in reused],
+        "fitted": [keys[i].seed for i in missing],
+        "refitted": {str(seed): reason for seed, reason in refitted.items()},
+        "files": [store.path(key).name for key in keys] if store is not None else [],
+        "load_seconds": round(load_seconds, 3),
+        "fit_seconds": round(fit_seconds, 3),
+    }
+    return stacked, report
+
+
+__all__ = ["CorruptEntryError", "EntryKey", "ModelStore", "ModelStoreError",
+           "dataset_fingerprint", "load_or_fit"]
