@@ -56,22 +56,21 @@ def regret(act_fn, state, w, seed=1):
 
 
 def compiled_program(algorithm, config, spec, data, num_rows, eval_every):
-    """(init, interval) compiled for ``num_rows`` vmapped rows, composed as the Trainer does
-    (``make_interval_fn`` vmapped, dataset shared)."""
+    """(init, interval) compiled for ``num_rows`` vmapped rows (seeds or sweep values), composed
+    as the Trainer does (``make_interval_fn`` vmapped, dataset shared)."""
     keys = jnp.stack([jax.random.PRNGKey(0)] * num_rows)
     init = jax.jit(jax.vmap(lambda k, d: algorithm.init(k, spec, config, d), in_axes=(0, None)))
-    init = init.lower(keys, data).compile()
+    state_shapes = jax.eval_shape(init, keys, data)
     interval = jax.jit(jax.vmap(make_interval_fn(algorithm, config, eval_every),
                                 in_axes=(0, 0, None, 0)))
     failed = jnp.zeros(num_rows, bool)
-    interval = interval.lower(init(keys, data), failed, data, keys).compile()
-    return init, interval
+    return (init.lower(keys, data).compile(),
+            interval.lower(state_shapes, failed, data, keys).compile())
 
 
-def train_rows(program, data, keys, intervals, **leaves):
-    """Run ``intervals`` compiled intervals; returns (states per interval, metrics, failed)."""
-    init, interval = program
-    state = init(keys, data)
+def train_rows(interval, state, data, keys, intervals, **leaves):
+    """Run ``intervals`` compiled intervals from ``state`` (rows vmapped), with the named state
+    leaves set per row first. Returns (the state after each interval, their metrics, failed)."""
     state = state.replace(**{k: jnp.asarray(v, jnp.float32) for k, v in leaves.items()})
     failed = jnp.zeros(keys.shape[0], bool)
     states, metrics = [], []

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from bandit import BANDIT_SPEC, bandit_dataset, regret
+from bandit import BANDIT_SPEC, bandit_dataset, compiled_program, regret, train_rows
 
 from offrl_jax.algorithms import bc, combo, model_based, mopo
 from offrl_jax.algorithms import sac as sac_lib
@@ -49,34 +49,6 @@ def row(tree, i):
     return jax.tree_util.tree_map(lambda x: x[i], tree)
 
 
-def compiled_program(algorithm, config, spec, data, num_rows):
-    """(init, interval) compiled for ``num_rows`` vmapped rows (seeds or sweep values), the way
-    the Trainer composes them (``make_interval_fn`` vmapped, dataset shared)."""
-    keys = jnp.stack([jax.random.PRNGKey(0)] * num_rows)
-    init = jax.jit(jax.vmap(lambda k, d: algorithm.init(k, spec, config, d), in_axes=(0, None)))
-    state_shapes = jax.eval_shape(init, keys, data)
-    interval = jax.jit(jax.vmap(make_interval_fn(algorithm, config, EVAL_EVERY),
-                                in_axes=(0, 0, None, 0)))
-    failed = jnp.zeros(num_rows, bool)
-    return (init.lower(keys, data).compile(),
-            interval.lower(state_shapes, failed, data, keys).compile())
-
-
-def train_rows(interval, state, data, keys, intervals, **leaves):
-    """Run ``intervals`` compiled intervals from ``state`` (rows vmapped), with the named state
-    leaves set per row first. Returns the state after each interval and its metrics."""
-    state = state.replace(**{k: jnp.asarray(v, jnp.float32) for k, v in leaves.items()})
-    failed = jnp.zeros(keys.shape[0], bool)
-    states, metrics = [], []
-    for i in range(intervals):
-        interval_keys = jax.vmap(lambda k, i=i: jax.random.fold_in(k, i))(keys)
-        state, failed, m = interval(state, failed, data, interval_keys)
-        states.append(state)
-        metrics.append(jax.tree_util.tree_map(np.asarray, m))
-    assert not np.asarray(failed).any()
-    return states, metrics
-
-
 def broadcast_row(state, i, rows):
     return jax.tree_util.tree_map(lambda x: jnp.stack([x[i]] * rows), state)
 
@@ -97,10 +69,11 @@ def mopo_run(broad):
     data, _ = broad
     config = mopo.ALGORITHM.make_config(overrides=SMALL)
     init, interval = compiled_program(mopo.ALGORITHM, config, BANDIT_SPEC, data,
-                                      len(MOPO_SEEDS))
+                                      len(MOPO_SEEDS), EVAL_EVERY)
     keys = jnp.stack([jax.random.PRNGKey(s) for s in MOPO_SEEDS])
     initial = init(keys, data)
-    states, metrics = train_rows(interval, initial, data, keys, INTERVALS)
+    states, metrics, failed = train_rows(interval, initial, data, keys, INTERVALS)
+    assert not failed.any()
     return {"config": config, "interval": interval, "keys": keys, "initial": initial,
             "states": states, "metrics": metrics}
 
@@ -111,10 +84,11 @@ def combo_run(narrow):
     and beta = 1. Batch 64: the 30 sampled actions per state make COMBO's update the costly one."""
     data, _ = narrow
     config = combo.ALGORITHM.make_config(overrides={**SMALL, "batch_size": 64})
-    init, interval = compiled_program(combo.ALGORITHM, config, BANDIT_SPEC, data, 2)
+    init, interval = compiled_program(combo.ALGORITHM, config, BANDIT_SPEC, data, 2, EVAL_EVERY)
     keys = jnp.stack([jax.random.PRNGKey(0)] * 2)
-    states, metrics = train_rows(interval, init(keys, data), data, keys, INTERVALS,
-                                 cql_weight=[0.0, 1.0])
+    states, metrics, failed = train_rows(interval, init(keys, data), data, keys, INTERVALS,
+                                         cql_weight=[0.0, 1.0])
+    assert not failed.any()
     return {"config": config, "states": states, "metrics": metrics}
 
 
@@ -337,15 +311,18 @@ def test_vmapped_seeds_equal_seeds_run_one_by_one(mopo_run, broad):
     config, keys = mopo_run["config"], mopo_run["keys"]
     single = jax.jit(jax.vmap(make_interval_fn(mopo.ALGORITHM, config, EVAL_EVERY),
                               in_axes=(0, 0, None, 0)))
+    # 200 updates grow kernel-dependent rounding (batched vs one row, and the CPU it runs on)
+    # to ~1e-5 in the parameters; another seed's row differs by ~1e-2 (checked below).
+    tolerance = dict(rtol=1e-4, atol=1e-4)
     together = mopo_run["states"][1]
     for i in (1, 3):
         alone = row(mopo_run["initial"], slice(i, i + 1))
         alone = train_rows(single, alone, data, keys[i:i + 1], 2)[0][-1]
         jax.tree_util.tree_map(
-            lambda a, b, i=i: np.testing.assert_allclose(a[i], b[0], rtol=1e-4, atol=1e-5),
+            lambda a, b, i=i: np.testing.assert_allclose(a[i], b[0], **tolerance),
             (together.sac, together.model), (alone.sac, alone.model))
     params = jax.tree_util.tree_leaves(together.sac.actor_params)[0]
-    assert not np.allclose(params[0], params[1])
+    assert not np.allclose(params[0], params[1], **tolerance)
 
 
 def test_penalty_coefficient_sweep_runs_as_one_program(mopo_run, broad):
@@ -354,8 +331,8 @@ def test_penalty_coefficient_sweep_runs_as_one_program(mopo_run, broad):
     start = broadcast_row(mopo_run["initial"], 0, len(lambdas))
     keys = jnp.stack([mopo_run["keys"][0]] * len(lambdas))
     # The compiled program of the seeds run takes the sweep as is: lambda is a state leaf.
-    states, metrics = train_rows(mopo_run["interval"], start, data, keys, 2,
-                                 penalty_coef=lambdas)
+    states, metrics, _ = train_rows(mopo_run["interval"], start, data, keys, 2,
+                                    penalty_coef=lambdas)
     np.testing.assert_array_equal(np.asarray(states[-1].penalty_coef), lambdas)
     # Same key and start: the rows differ only through lambda. A larger penalty, a lower value.
     q_mean = metrics[-1]["q_mean"]

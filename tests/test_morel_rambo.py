@@ -124,9 +124,10 @@ def test_learning_beats_bc_on_a_suboptimal_dataset(module):
     if module is rambo:
         overrides.update(bc_pretrain_steps=500, adversary_steps=20)
     config = module.ALGORITHM.make_config(overrides=overrides)
-    program = compiled_program(module.ALGORITHM, config, BANDIT_SPEC, data, 1, EVAL_EVERY)
-    states, _, failed = train_rows(program, data, jnp.stack([jax.random.PRNGKey(0)]),
-                                   INTERVALS)
+    init, interval = compiled_program(module.ALGORITHM, config, BANDIT_SPEC, data, 1,
+                                      EVAL_EVERY)
+    keys = jnp.stack([jax.random.PRNGKey(0)])
+    states, _, failed = train_rows(interval, init(keys, data), data, keys, INTERVALS)
     assert not failed.any()
     final = jax.tree_util.tree_map(lambda x: x[0], states[-1])
     bc_config = bc.BCConfig(hidden_dims=(64, 64), batch_size=128)

@@ -148,6 +148,8 @@ def test_tiny_sweep_table_matches_records(toy_hopper_dataset, tmp_path):
     assert (tmp_path / "run" / "plots" / "curves_toy-hopper.png").exists()
     info = json.loads((tmp_path / "run" / "run.json").read_text())
     assert info["profile"] == "tiny" and info["device"].startswith("cpu")
+    assert info["started"] <= info["this_invocation_started"] <= info["finished"]
+    assert isinstance(info["code_modified_since_commit"], (bool, type(None)))
 
 
 SHARDED_SCRIPT = textwrap.dedent("""
