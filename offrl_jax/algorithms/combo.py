@@ -63,7 +63,7 @@ class COMBOState:
 
 
 def init(key, spec, config: COMBOConfig = COMBOConfig(), dataset=None,
-          pretrained=None) -> COMBOState:
+         pretrained=None) -> COMBOState:
     """``spec``: ``obs_dim``, ``act_dim`` and ``termination_fn`` (an ``EnvSpec``).
     ``pretrained``: this seed's :func:`model_based.pretrain` ensemble (else trained here)."""
     model = model_based.init_model(key, spec, config, dataset, None, pretrained)
