@@ -72,7 +72,7 @@ import jax.numpy as jnp
 import optax
 
 from offrl_jax.algorithms import atac, model_based, sac
-from offrl_jax.algorithms.base import Algorithm
+from offrl_jax.algorithms.base import Algorithm, config_subset
 from offrl_jax.data import Dataset, sample_batch
 from offrl_jax.models import buffer as model_buffer
 from offrl_jax.models import ensemble
@@ -118,13 +118,7 @@ class ArmorConfig:
                              "residual_weight in [0, 1]")
 
     def atac_config(self) -> atac.ATACConfig:
-        return atac.ATACConfig(
-            hidden_dims=self.hidden_dims, actor_lr=self.actor_lr, critic_lr=self.critic_lr,
-            alpha_lr=self.alpha_lr, beta=self.beta, residual_weight=self.residual_weight,
-            norm_constraint=self.norm_constraint, gamma=self.gamma, tau=self.tau,
-            batch_size=self.batch_size, target_entropy=self.target_entropy,
-            fixed_alpha=self.fixed_alpha, warmstart_steps=self.warmstart_steps,
-            warmstart_lr=self.warmstart_lr)
+        return config_subset(atac.ATACConfig, self)
 
     def model_config(self) -> ensemble.EnsembleConfig:
         return ensemble.EnsembleConfig(

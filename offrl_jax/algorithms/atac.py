@@ -56,10 +56,7 @@ class ATACConfig:
     warmstart_lr: float = 5e-4
 
     def sac_config(self) -> sac.SACConfig:
-        return sac.SACConfig(hidden_dims=self.hidden_dims, num_qs=2, actor_lr=self.actor_lr,
-                             critic_lr=self.critic_lr, alpha_lr=self.alpha_lr, gamma=self.gamma,
-                             tau=self.tau, init_alpha=1.0, target_entropy=self.target_entropy,
-                             batch_size=self.batch_size)
+        return sac.config_from(self)  # twin critics, initial alpha 1: SAC's defaults
 
 
 @flax.struct.dataclass

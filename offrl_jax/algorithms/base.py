@@ -7,6 +7,13 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 
+def config_subset(cls: type, config):
+    """A ``cls`` dataclass built from the fields of ``config`` that it shares by name; the
+    fields ``config`` lacks keep ``cls``'s defaults (an algorithm's SAC or ATAC part)."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    return cls(**{name: getattr(config, name) for name in names if hasattr(config, name)})
+
+
 @dataclasses.dataclass(frozen=True)
 class Algorithm:
     """``init(key, spec, config, dataset) -> state``; ``update(state, dataset, key) ->

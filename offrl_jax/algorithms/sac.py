@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from offrl_jax.algorithms.base import config_subset
 from offrl_jax.networks import (
     QEnsemble,
     TanhGaussianPolicy,
@@ -40,8 +41,7 @@ class SACConfig:
 def config_from(config) -> SACConfig:
     """The :class:`SACConfig` of an algorithm config that carries (some of) its field names;
     fields it lacks keep SAC's defaults."""
-    names = [f.name for f in dataclasses.fields(SACConfig)]
-    return SACConfig(**{name: getattr(config, name) for name in names if hasattr(config, name)})
+    return config_subset(SACConfig, config)
 
 
 @flax.struct.dataclass
