@@ -50,9 +50,6 @@ class COMBOConfig(ModelBasedConfig):
     num_samples: int = 10
     backup_entropy: bool = False
 
-    def sac_config(self) -> sac.SACConfig:
-        return sac.config_from(self)
-
 
 @flax.struct.dataclass
 class COMBOState:
@@ -66,11 +63,9 @@ def init(key, spec, config: COMBOConfig = COMBOConfig(), dataset=None,
          pretrained=None) -> COMBOState:
     """``spec``: ``obs_dim``, ``act_dim`` and ``termination_fn`` (an ``EnvSpec``).
     ``pretrained``: this seed's :func:`model_based.pretrain` ensemble (else trained here)."""
-    model = model_based.init_model(key, spec, config, dataset, None, pretrained)
-    # Slot 0 is unused: the model's key is model_based.model_key(key), the agent's are as before.
-    _, agent_key = jax.random.split(key)
-    return COMBOState(sac.init(agent_key, spec, config.sac_config()), model,
-                      jnp.asarray(config.cql_weight, jnp.float32), config)
+    model, agent, _ = model_based.init_model_and_agent(key, spec, config, dataset, None,
+                                                       pretrained)
+    return COMBOState(agent, model, jnp.asarray(config.cql_weight, jnp.float32), config)
 
 
 def refresh(state: COMBOState, dataset, key) -> COMBOState:

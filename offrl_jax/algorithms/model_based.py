@@ -115,6 +115,10 @@ class ModelBasedConfig:
             max_holdout=self.ensemble_max_holdout, max_epochs=self.ensemble_max_epochs,
             patience=self.ensemble_patience)
 
+    def sac_config(self) -> sac.SACConfig:
+        """The SAC part: the SAC fields a subclass declares (SAC's defaults for the others)."""
+        return sac.config_from(self)
+
     @property
     def capacity(self) -> int:
         """Model-buffer rows per seed."""
@@ -221,6 +225,17 @@ def init_model(key, spec, config: ModelBasedConfig, dataset, penalty: str | None
                          f"{getattr(spec, 'name', spec)!r} expects "
                          f"({spec.obs_dim}, {spec.act_dim})")
     return model_state_from(pretrained, spec, config, penalty)
+
+
+def init_model_and_agent(key, spec, config: ModelBasedConfig, dataset, penalty: str | None,
+                         pretrained: EnsembleState | None = None, extra_keys: int = 0):
+    """The shared part of a model-based init: ``(model, sac_state, keys)`` with the model of
+    :func:`init_model`, a SAC agent from ``split(key, 2 + extra_keys)[1]`` and the
+    ``extra_keys`` keys after it for the algorithm's own use (slot 0 is unused: the model's key
+    is :func:`model_key` of ``key``)."""
+    model = init_model(key, spec, config, dataset, penalty, pretrained)
+    keys = jax.random.split(key, 2 + extra_keys)
+    return model, sac.init(keys[1], spec, config.sac_config()), keys[2:]
 
 
 def sac_policy_fn(sac_state: sac.SACState) -> Callable:

@@ -58,9 +58,6 @@ class MOPOConfig(ModelBasedConfig):
             raise ValueError(f"MOPOConfig.penalty must be one of {PENALTY_NAMES}, found "
                              f"{self.penalty!r}")
 
-    def sac_config(self) -> sac.SACConfig:
-        return sac.config_from(self)
-
 
 @flax.struct.dataclass
 class MOPOState:
@@ -74,11 +71,9 @@ def init(key, spec, config: MOPOConfig = MOPOConfig(), dataset=None,
          pretrained=None) -> MOPOState:
     """``spec``: ``obs_dim``, ``act_dim`` and ``termination_fn`` (an ``EnvSpec``).
     ``pretrained``: this seed's :func:`model_based.pretrain` ensemble (else trained here)."""
-    model = model_based.init_model(key, spec, config, dataset, config.penalty, pretrained)
-    # Slot 0 is unused: the model's key is model_based.model_key(key), the agent's are as before.
-    _, agent_key = jax.random.split(key)
-    return MOPOState(sac.init(agent_key, spec, config.sac_config()), model,
-                     jnp.asarray(config.penalty_coef, jnp.float32), config)
+    model, agent, _ = model_based.init_model_and_agent(key, spec, config, dataset,
+                                                       config.penalty, pretrained)
+    return MOPOState(agent, model, jnp.asarray(config.penalty_coef, jnp.float32), config)
 
 
 def refresh(state: MOPOState, dataset, key) -> MOPOState:

@@ -46,9 +46,6 @@ class MOReLConfig(ModelBasedConfig):
     threshold_samples: int = 10_000
     halt_penalty: float = 100.0
 
-    def sac_config(self) -> sac.SACConfig:
-        return sac.config_from(self)
-
 
 @flax.struct.dataclass
 class MOReLState:
@@ -71,13 +68,11 @@ def init(key, spec, config: MOReLConfig = MOReLConfig(), dataset=None,
          pretrained=None) -> MOReLState:
     """``pretrained``: this seed's :func:`model_based.pretrain` ensemble (else trained here);
     the threshold is measured on the dataset either way."""
-    model = model_based.init_model(key, spec, config, dataset, DISAGREEMENT, pretrained)
-    # Slot 0 is unused: the model's key is model_based.model_key(key), the agent's are as before.
-    _, agent_key, sample_key = jax.random.split(key, 3)
+    model, agent, (sample_key,) = model_based.init_model_and_agent(
+        key, spec, config, dataset, DISAGREEMENT, pretrained, extra_keys=1)
     disagreement = dataset_disagreement(model.ensemble, dataset, sample_key,
                                         config.threshold_samples)
-    return MOReLState(sac.init(agent_key, spec, config.sac_config()), model,
-                      config.threshold_scale * jnp.max(disagreement),
+    return MOReLState(agent, model, config.threshold_scale * jnp.max(disagreement),
                       jnp.min(dataset.rewards) - config.halt_penalty, config)
 
 

@@ -55,9 +55,6 @@ class RAMBOConfig(ModelBasedConfig):
     bc_pretrain_steps: int = 10_000
     bc_lr: float = 1e-4
 
-    def sac_config(self) -> sac.SACConfig:
-        return sac.config_from(self)
-
 
 @flax.struct.dataclass
 class RAMBOState:
@@ -95,10 +92,8 @@ def init(key, spec, config: RAMBOConfig = RAMBOConfig(), dataset=None,
          pretrained=None) -> RAMBOState:
     """``pretrained``: this seed's :func:`model_based.pretrain` ensemble (else trained here);
     the actor's BC pretraining always runs here (it is not shared)."""
-    model = model_based.init_model(key, spec, config, dataset, None, pretrained)
-    # Slot 0 is unused: the model's key is model_based.model_key(key), the agent's are as before.
-    _, agent_key, bc_key = jax.random.split(key, 3)
-    agent = sac.init(agent_key, spec, config.sac_config())
+    model, agent, (bc_key,) = model_based.init_model_and_agent(key, spec, config, dataset, None,
+                                                               pretrained, extra_keys=1)
     agent = pretrain_actor(agent, dataset, bc_key, config.bc_pretrain_steps, config.bc_lr,
                            config.batch_size)
     return RAMBOState(agent, model, optax.adam(config.model_lr).init(model.ensemble.params),
