@@ -4,7 +4,11 @@ PY := $(VENV)/bin/python
 PROFILE ?=
 ENV ?= hopper
 
-.PHONY: install test benchmark data lint clean
+# Installed once; test, benchmark and data install first when needed, so each works as the very
+# first command on a fresh clone.
+STAMP := $(VENV)/.installed
+
+.PHONY: install test test-all benchmark data lint clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -12,14 +16,23 @@ $(PY):
 
 install: $(PY)
 	$(PY) -m pip install -e ".[dev]"
+	touch $(STAMP)
 
-test:
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -e ".[dev]"
+	touch $(STAMP)
+
+# The fast set (every module; budget 15 min on 2 cores). test-all adds the tests marked slow.
+test: $(STAMP)
+	$(PY) -m pytest tests -m "not slow"
+
+test-all: $(STAMP)
 	$(PY) -m pytest tests
 
-benchmark:
+benchmark: $(STAMP)
 	$(PY) -m offrl_jax.cli bench $(if $(PROFILE),--profile $(PROFILE),)
 
-data:
+data: $(STAMP)
 	$(PY) -m offrl_jax.cli data generate --env $(ENV) $(if $(PROFILE),--profile $(PROFILE),)
 
 lint:

@@ -114,8 +114,16 @@ def test_groups_of_rows_meet_the_episodes_of_one_group_alone(deterministic):
     alone = [evaluator(one, key), evaluator(other, key)]
     np.testing.assert_array_equal(grouped.reset_seeds,
                                   np.concatenate([r.reset_seeds for r in alone]))
+    # Same program, groups swapped: each group's episodes are the same, bit for bit.
+    swapped = evaluator(jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), other, one),
+                        key, groups=2)
+    np.testing.assert_array_equal(swapped.returns[:2], grouped.returns[2:])
+    np.testing.assert_array_equal(swapped.returns[2:], grouped.returns[:2])
+    # Alone is another compilation (2 rows, not 4): actions one float32 rounding apart, which
+    # 40 hopper steps grow to ~1e-5 at most (MJX vs Gymnasium parity); other episodes or keys
+    # change returns by percents.
     np.testing.assert_allclose(grouped.returns, np.concatenate([r.returns for r in alone]),
-                               rtol=1e-6)
+                               rtol=1e-3)
     # Without groups the second pair of rows meets other episodes.
     ungrouped = evaluator(rows, key)
     assert not np.array_equal(ungrouped.reset_seeds[2:], alone[1].reset_seeds)

@@ -29,9 +29,8 @@ def known_expectile(x, tau):
 def test_expectile_loss_minimiser_is_the_expectile(tau):
     x = np.random.default_rng(0).exponential(size=500)
     loss = lambda c: jnp.mean(iql.expectile_loss(jnp.asarray(x) - c, tau))  # noqa: E731
-    c = jnp.asarray(0.0)
-    for _ in range(3000):
-        c = c - 0.5 * jax.grad(loss)(c)
+    c = jax.jit(lambda c: jax.lax.fori_loop(0, 3000, lambda _, c: c - 0.5 * jax.grad(loss)(c),
+                                            c))(jnp.asarray(0.0))
     assert float(c) == pytest.approx(known_expectile(x, tau), abs=1e-3)
     if tau == 0.5:
         assert float(c) == pytest.approx(x.mean(), abs=1e-3)
@@ -131,4 +130,7 @@ def test_conservative_penalty_has_gradient_and_uses_all_sampled_actions(toy_hopp
     repeated = jnp.broadcast_to(obs[:, None], (32, 10, obs.shape[-1]))
     all_q = jnp.stack([q_fn(repeated, actions[k]) - log_probs[k] for k in range(3)], -1)
     expected = all_q.reshape(2, 32, 30).max(-1).mean(-1) - data_q.mean(-1)
-    np.testing.assert_allclose(np.asarray(cold), np.asarray(expected), rtol=1e-4, atol=1e-4)
+    # t * logsumexp(x / t) lies in [max x, max x + t log(30)] for 30 entries; 1e-5 covers the
+    # float32 rounding of Q values of order 10 (6e-8 relative), on any processor.
+    gap = np.asarray(cold) - np.asarray(expected)
+    assert np.all(gap >= -1e-5) and np.all(gap <= 1e-4 * np.log(30) + 1e-5), gap

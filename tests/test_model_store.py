@@ -93,6 +93,7 @@ def read_jsonl(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+@pytest.mark.slow  # trains COMBO a second time without the store (18 s on 2 cores)
 def test_runner_fits_each_seed_once_and_the_store_changes_no_numbers(shared_run):
     run_dir, task = shared_run
     models = json.loads((run_dir / "run.json").read_text())["models"]

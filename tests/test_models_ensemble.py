@@ -150,26 +150,23 @@ def test_restored_checkpoint_predicts_identically(tiny_state, linear_data, tmp_p
     chex.assert_trees_all_equal(jax.device_get(tiny_state), jax.device_get(restored))
 
 
-def test_vmapped_seeds_differ_and_each_matches_its_single_run(tiny_state, linear_data):
+def test_vmapped_seeds_differ_and_each_depends_only_on_its_own_key(linear_data):
+    """Swapping the two keys swaps the two trained ensembles bit for bit: the same compiled
+    program runs every row through the same instructions, so nothing but a leak between seeds
+    could change a row. (A 1-seed program is another compilation whose float32 rounding drifts
+    over 300 epochs; see README, "What the tests guarantee".)"""
     keys = jax.random.split(jax.random.key(42), 2)
     # train_ensemble itself is vmappable with the data shared (train_ensembles is this call).
-    states = jax.vmap(train_ensemble, in_axes=(0, None, None, None, None, None))(
-        keys, *linear_data, TINY)
+    train = jax.vmap(train_ensemble, in_axes=(0, None, None, None, None, None))
+    states = train(keys, *linear_data, TINY)
     chex.assert_shape(states.holdout_mse, (2, TINY.num_members))
     chex.assert_shape(states.params["params"]["output"]["kernel"],
                       (2, TINY.num_members, 16, 2 * (OBS_DIM + 1)))
-    obs, act = linear_data[0][:128], linear_data[1][:128]
-    means = []
+    swapped = train(keys[::-1], *linear_data, TINY)
     for seed in range(2):
-        single = train_ensemble(keys[seed], *linear_data, TINY)
-        batched = select_seed(states, seed)
-        assert int(batched.epochs_trained) == int(single.epochs_trained)
-        np.testing.assert_array_equal(batched.holdout_indices, single.holdout_indices)
-        np.testing.assert_array_equal(batched.elite_indices, single.elite_indices)
-        chex.assert_trees_all_close(batched.params, single.params, atol=2e-4, rtol=2e-3)
-        mean_b = np.asarray(predict(batched, obs, act)[0])
-        np.testing.assert_allclose(mean_b, predict(single, obs, act)[0], atol=1e-3)
-        means.append(mean_b)
+        chex.assert_trees_all_equal(select_seed(states, seed), select_seed(swapped, 1 - seed))
+    obs, act = linear_data[0][:128], linear_data[1][:128]
+    means = [np.asarray(predict(select_seed(states, seed), obs, act)[0]) for seed in range(2)]
     assert np.max(np.abs(means[0] - means[1])) > 1e-3
     assert not np.array_equal(states.holdout_indices[0], states.holdout_indices[1])
 

@@ -1,5 +1,5 @@
 """MOPO and COMBO: the reward penalty, the real/model mix, COMBO's conservative term, learning
-beyond BC, vmapped seeds equal to single seeds, a lambda sweep as one program, and rollouts that
+beyond BC, vmapped seeds independent of each other, a lambda sweep as one program, and rollouts that
 run once per refresh period outside the update.
 
 Compilation dominates on a CPU, so the MOPO tests share one trained run (4 seeds vmapped, one
@@ -300,29 +300,30 @@ def test_combo_lowers_unseen_actions_and_keeps_the_bellman_fit(combo_run, narrow
 
 # --- seeds, sweeps and refresh periods -------------------------------------------------------
 
-def test_vmapped_seeds_equal_seeds_run_one_by_one(mopo_run, broad):
-    """Updates and rollouts of 4 vmapped seeds equal each seed's own program (float
-    reassociation aside), from the same initial state.
+def test_each_vmapped_seed_depends_only_on_its_own_key(mopo_run, broad):
+    """A seed's row of the 4-seed program is bit-identical when the other rows are replaced by
+    copies of it: nothing flows between seeds (no reduction over the seed axis, no shared
+    randomness), over 200 updates, 4 model refreshes and their rollouts.
 
-    The initial states are not compared: over 200 epochs the ensemble training amplifies the
-    1e-7 rounding differences between batched and unbatched matmuls into percent-level weight
-    differences (chaotic, like any long training; the models' tests cover short runs)."""
+    Exact equality holds on any processor because both runs execute the same compiled program
+    on arrays of the same shapes: every row goes through the same instructions. Comparing with
+    a 1-row program instead would compare two different compilations, whose float32 roundings
+    differ by ~1e-7 in the first update and grow without bound over a training run (Adam turns
+    a rounding-sized gradient into a full-sized step when that gradient is near zero), so no
+    tolerance would hold on every processor; see README, "What the tests guarantee"."""
     data, _ = broad
-    config, keys = mopo_run["config"], mopo_run["keys"]
-    single = jax.jit(jax.vmap(make_interval_fn(mopo.ALGORITHM, config, EVAL_EVERY),
-                              in_axes=(0, 0, None, 0)))
-    # 200 updates grow kernel-dependent rounding (batched vs one row, and the CPU it runs on)
-    # to ~1e-5 in the parameters; another seed's row differs by ~1e-2 (checked below).
-    tolerance = dict(rtol=1e-4, atol=1e-4)
     together = mopo_run["states"][1]
     for i in (1, 3):
-        alone = row(mopo_run["initial"], slice(i, i + 1))
-        alone = train_rows(single, alone, data, keys[i:i + 1], 2)[0][-1]
-        jax.tree_util.tree_map(
-            lambda a, b, i=i: np.testing.assert_allclose(a[i], b[0], **tolerance),
-            (together.sac, together.model), (alone.sac, alone.model))
+        copies = broadcast_row(mopo_run["initial"], i, len(MOPO_SEEDS))
+        keys = jnp.stack([mopo_run["keys"][i]] * len(MOPO_SEEDS))
+        alone = train_rows(mopo_run["interval"], copies, data, keys, 2)[0][-1]
+        for j in range(len(MOPO_SEEDS)):
+            jax.tree_util.tree_map(
+                lambda a, b, i=i, j=j: np.testing.assert_array_equal(a[i], b[j]),
+                (together.sac, together.model), (alone.sac, alone.model))
+    # The property can fail: another seed's row is far from this one.
     params = jax.tree_util.tree_leaves(together.sac.actor_params)[0]
-    assert not np.allclose(params[0], params[1], **tolerance)
+    assert np.max(np.abs(params[0] - params[1])) > 1e-2
 
 
 def test_penalty_coefficient_sweep_runs_as_one_program(mopo_run, broad):

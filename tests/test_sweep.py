@@ -91,16 +91,20 @@ def test_default_value_rows_reproduce_the_unswept_run(iql_runs):
     plain = {(r["seed"], r["step"]): r
              for r in read_jsonl(run_dir / "records" / "iql__sweep-toy.jsonl")}
     assert swept.keys() == plain.keys()
+    # The swept program (4 rows) and the unswept one (2 rows) are two compilations: they start
+    # one float32 rounding apart (6e-8 relative), which 200 Adam steps of IQL on toy data keep
+    # far below the tolerances (bit-identical on the AMD EPYC this was written on); a wrong
+    # leaf value or another seed's key moves every number by percents.
     for key, record in plain.items():
         for field in ("return", "normalized_score"):
-            assert swept[key][field] == pytest.approx(record[field], rel=1e-6), (key, field)
+            assert swept[key][field] == pytest.approx(record[field], rel=1e-4), (key, field)
         np.testing.assert_allclose(list(swept[key]["metrics"].values()),
-                                   list(record["metrics"].values()), rtol=1e-6, atol=1e-6)
+                                   list(record["metrics"].values()), rtol=1e-4, atol=1e-6)
     swept_state = restore_state(run_dir / "checkpoints" / "iql__sweep-toy__sweep-reward_scale")
     plain_state = restore_state(run_dir / "checkpoints" / "iql__sweep-toy")
     # The default value is the second point: rows 2 and 3.
     jax.tree_util.tree_map(
-        lambda a, b: np.testing.assert_allclose(a[len(SEEDS):], b, rtol=1e-6, atol=1e-6),
+        lambda a, b: np.testing.assert_allclose(a[len(SEEDS):], b, rtol=1e-5, atol=1e-6),
         swept_state["actor_params"], plain_state["actor_params"])
 
 
