@@ -40,8 +40,13 @@ def test_cache_dir_resolution(tmp_path, monkeypatch):
     assert cache_dir() == tmp_path / "xdg" / "offrl_jax"
     monkeypatch.setenv("OFFRL_DATA_DIR", str(tmp_path / "override"))
     assert cache_dir() == tmp_path / "override"
-    assert generated_dataset_path("hopper", "medium-replay", "quick") == \
-        tmp_path / "override" / "generated" / "quick" / "hopper-medium-replay.hdf5"
+    # The file name carries the data version, so another version's file is never picked up.
+    assert generated_dataset_path("hopper", "medium-replay", "quick", "gen1") == \
+        tmp_path / "override" / "generated" / "quick" / "hopper-medium-replay-gen1.hdf5"
+    assert generated_dataset_path("hopper", "medium", "quick").name in (
+        "hopper-medium-gen1.hdf5", "hopper-medium-trained-quick.hdf5")
+    with pytest.raises(ValueError, match="version"):
+        generated_dataset_path("hopper", "medium", "quick", "../gen1")
     with pytest.raises(ValueError, match="profile"):
         generated_dataset_path("hopper", "medium", "../x")
     with pytest.raises(KeyError, match="unknown environment"):
@@ -56,7 +61,7 @@ def test_resolution_order(dirs):
     message = str(info.value)
     for fragment in ("hopper-medium-replay", str(d4rl / "hopper_medium_replay-v2.hdf5"),
                      str(d4rl / "hopper-medium-replay-v2.hdf5"),
-                     str(cache / "generated" / "quick" / "hopper-medium-replay.hdf5"),
+                     str(generated_dataset_path("hopper", "medium-replay", "quick")),
                      "offrl data generate --env hopper", "OFFRL_D4RL_DIR"):
         assert fragment in message, (fragment, message)
 

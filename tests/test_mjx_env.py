@@ -170,7 +170,8 @@ def _results(env_name: str) -> dict:
     }
 
 
-# hopper in `make test`; the other environments (about 20 s each on 2 cores) in `make test-all`.
+# hopper in `make test`; the other environments (each compiles its MJX model: about 20 s on 2
+# cores) in `make test-all`.
 PARITY_ENVS = [env if env == "hopper" else pytest.param(env, marks=pytest.mark.slow)
                for env in sorted(TOLERANCES)]
 
@@ -252,7 +253,7 @@ def test_vmapped_reset_and_step_shapes(env_name):
     assert env.episode_length == 1000 and env.act_dim == ENV_SPECS[env_name].act_dim
 
 
-@pytest.mark.parametrize("env_name", sorted(TOLERANCES))
+@pytest.mark.parametrize("env_name", PARITY_ENVS)
 def test_vmapped_reset_and_step_run(env_name):
     r = _results(env_name)
     env = make_mjx_env(env_name)

@@ -29,7 +29,6 @@ from offrl_jax.models import (
 )
 from offrl_jax.models.buffer import Transitions
 from offrl_jax.tasks import get_env_spec
-from offrl_jax.training.loop import make_interval_fn
 
 HOPPER = get_env_spec("hopper")
 

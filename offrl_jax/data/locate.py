@@ -6,7 +6,8 @@ Resolution order of :func:`load_task_dataset` (the first that exists wins):
    "minari" -> :func:`read_minari`; a missing path is an error, not a fallback;
 2. a real D4RL download in ``$OFFRL_D4RL_DIR``: ``{env}_{kind with '-' -> '_'}-v2.hdf5``
    (D4RL's own names, e.g. ``hopper_medium_replay-v2.hdf5``), then ``{env}-{kind}-v2.hdf5``;
-3. the suite's generated file ``generated_dataset_path(env, kind, profile)``.
+3. the suite's generated file ``generated_dataset_path(env, kind, profile)`` (its name carries
+   the data version, e.g. ``hopper-medium-gen1.hdf5``).
 
 Otherwise FileNotFoundError lists every place looked. Data is always validated against the
 task's environment dimensions.
@@ -41,13 +42,27 @@ def cache_dir() -> Path:
     return (xdg if xdg is not None else Path.home() / ".cache") / "offrl_jax"
 
 
-def generated_dataset_path(env: str, kind: str, profile: str) -> Path:
-    """``<cache_dir>/generated/<profile>/<env>-<kind>.hdf5``, where the generator writes."""
-    get_env_spec(env)
-    for label, value in (("kind", kind), ("profile", profile)):
+def _check_plain(**values: str) -> None:
+    for label, value in values.items():
         if not value or "/" in value or os.sep in value or value in (".", ".."):
             raise ValueError(f"dataset {label} must be a plain name, found {value!r}")
-    return cache_dir() / "generated" / profile / f"{env}-{kind}.hdf5"
+
+
+def generated_dataset_path(env: str, kind: str, profile: str, version: str | None = None
+                           ) -> Path:
+    """``<cache_dir>/generated/<profile>/<env>-<kind>-<version>.hdf5``, where the generator
+    writes. ``version`` defaults to the data version the generator makes for this environment
+    and profile (``gen1`` from the shipped policies, ``trained-<profile>`` otherwise), so files
+    of another version are never picked up."""
+    get_env_spec(env)
+    _check_plain(kind=kind, profile=profile)
+    if version is None:
+        from offrl_jax.generation.generate import data_version
+        from offrl_jax.generation.profiles import get_profile
+
+        version = data_version(env, get_profile(profile))
+    _check_plain(version=version)
+    return cache_dir() / "generated" / profile / f"{env}-{kind}-{version}.hdf5"
 
 
 def d4rl_candidate_paths(env: str, kind: str) -> list[Path]:

@@ -1,4 +1,5 @@
-"""``offrl data generate``: make the suite's D4RL-style datasets for one or more environments."""
+"""``offrl data``: generate the suite's D4RL-style datasets, print their statistics beside D4RL's,
+train and export behaviour policies."""
 
 from __future__ import annotations
 
@@ -26,19 +27,95 @@ def register(subparsers) -> None:
     gen.add_argument("--out", default=None, help="output directory (default: the data cache, "
                                                  "$OFFRL_DATA_DIR or ~/.cache/offrl_jax)")
     gen.add_argument("--force", action="store_true", help="regenerate existing valid files")
+    gen.add_argument("--no-check", dest="check", action="store_false",
+                     help="keep data whose statistics differ from the shipped reference "
+                          "statistics (recorded in the file's metadata) instead of failing")
+    gen.add_argument("--record-reference", action="store_true",
+                     help="write the generated datasets' statistics into the shipped manifest "
+                          "as the reference other machines are checked against (maintainers)")
     gen.set_defaults(func=_generate)
+
+    stats = data_sub.add_parser(
+        "stats", help="statistics of generated datasets (and any D4RL/Minari files given) "
+                      "beside D4RL v2's")
+    stats.add_argument("--env", nargs="+", default=["halfcheetah", "hopper", "walker2d"],
+                       choices=sorted(ENV_SPECS))
+    stats.add_argument("--profile", choices=sorted(PROFILES), default=None)
+    stats.add_argument("--files", nargs="*", default=[],
+                       help="ENV:PATH of further D4RL .hdf5 files or Minari directories")
+    stats.set_defaults(func=_stats)
+
+    export = data_sub.add_parser(
+        "export-behaviour", help="choose medium, expert and medium-replay snapshots of a "
+                                 "behaviour run and write them to the shipped policies")
+    export.add_argument("--env", required=True, choices=sorted(ENV_SPECS))
+    export.add_argument("--work-dir", required=True)
+    export.add_argument("--replay-every", type=int, default=10_000)
+    export.add_argument("--eval-episodes", type=int, default=50)
+    export.set_defaults(func=_export)
+
+    train = data_sub.add_parser(
+        "train-behaviour",
+        help="train (or resume) the behaviour SAC policy of one environment; resumable, "
+             "checkpoints every evaluation")
+    train.add_argument("--env", required=True, choices=sorted(ENV_SPECS))
+    train.add_argument("--profile", choices=sorted(PROFILES), default="full")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--work-dir", required=True,
+                       help="resume directory (state.msgpack and replay segments)")
+    train.set_defaults(func=_train_behaviour)
 
 
 def _generate(args) -> int:
     from offrl_jax.data import read_d4rl_metadata
+    from offrl_jax.generation import policies
     from offrl_jax.generation.generate import generate_env_datasets
 
     profile = args.profile or default_profile()
     for env in args.env:
         paths = generate_env_datasets(env, profile, seed=args.seed, kinds=args.kinds,
-                                      out_dir=args.out, force=args.force)
+                                      out_dir=args.out, force=args.force,
+                                      check=args.check and not args.record_reference)
+        recorded = {}
         for kind, path in paths.items():
             meta = read_d4rl_metadata(path)
-            print(f"{env}-{kind}: {path} ({meta['dataset_episodes']} episodes, mean return "
-                  f"{meta['dataset_episode_return_mean']:.1f})")
+            st = meta["statistics"]
+            recorded[kind] = st
+            print(f"{meta['dataset_id']}: {path} ({st['transitions']} transitions, "
+                  f"{st['episodes']} episodes, normalized {st['normalized_mean']:.1f} +- "
+                  f"{st['normalized_std']:.1f}, mean length {st['length_mean']:.0f}; "
+                  f"reference check: {meta['reference_check']})")
+        if args.record_reference:
+            if args.seed != 0 or not policies.has_shipped_policies(env):
+                raise SystemExit("--record-reference needs seed 0 and shipped policies")
+            manifest = policies.load_manifest(env)
+            manifest.setdefault("reference_stats", {}).setdefault(profile, {}).update(recorded)
+            print(f"recorded reference statistics in "
+                  f"{policies.write_manifest(env, manifest)}")
+    return 0
+
+
+def _stats(args) -> int:
+    from offrl_jax.generation.stats import stats_table
+
+    print(stats_table(args.env, args.profile or default_profile(), args.files))
+    return 0
+
+
+def _export(args) -> int:
+    from offrl_jax.generation.export import export_behaviour
+
+    path = export_behaviour(args.env, args.work_dir, replay_every=args.replay_every,
+                            eval_episodes=args.eval_episodes)
+    print(f"wrote {path}")
+    return 0
+
+
+def _train_behaviour(args) -> int:
+    from offrl_jax.generation.behaviour import train_behaviour
+    from offrl_jax.generation.profiles import get_profile
+
+    run = train_behaviour(args.env, get_profile(args.profile), args.seed, args.work_dir)
+    for c in run.checkpoints:
+        print(f"{args.env} env_steps={c.env_steps} mean_return={c.mean_return:.1f}")
     return 0

@@ -1,17 +1,23 @@
 """Generate the five D4RL-style datasets of one environment with the D4RL recipe.
 
-- random: uniform actions;
-- medium: the first behaviour checkpoint whose return reaches 1/3 of the expert's, sampled
-  stochastically;
-- medium-replay: the behaviour run's replay buffer up to that checkpoint;
-- expert: the best evaluated behaviour checkpoint (see ``BehaviourRun.expert_checkpoint``),
-  sampled stochastically;
-- medium-expert: medium and expert concatenated.
+Two sources of behaviour policies:
 
-Files are written atomically (a half-written file never has the final name) with their recipe,
-seeds, library versions, behaviour checkpoint hash and returns, and a checksum of the arrays in
-their metadata. A later call reuses a file whose recipe matches and whose arrays still match the
-checksum; ``force=True`` regenerates.
+- **shipped** (the default wherever ``offrl_jax/generation/policies/<env>/`` exists, see
+  :mod:`offrl_jax.generation.policies`): no training. medium and expert are the shipped
+  snapshots, sampled stochastically; medium-replay replays the shipped schedule (uniform
+  warm-up, then each training snapshot for its share of transitions); random is uniform
+  actions; medium-expert is medium then expert. Sizes: the profile's ``dataset_size`` for
+  random/medium/expert, and the schedule scaled by ``dataset_size / 1M`` for medium-replay, so
+  the quick profile's files are smaller samples of the same distributions as the full ones.
+  Datasets carry the manifest's versioned id (``hopper-medium-gen1``).
+- **trained** (environments without shipped policies, and the ``tiny`` test profile): a
+  behaviour SAC run of the profile's budget, trained here (:mod:`.behaviour`); medium is its
+  first checkpoint reaching 1/3 of its best, expert its best, medium-replay its replay buffer
+  up to medium. Their ids say ``trained-<profile>``: not comparable across machines.
+
+Files are written atomically with their recipe, versions, policy hashes, statistics
+(:func:`dataset_statistics`) and a checksum of the arrays. A later call reuses a file whose
+recipe matches and whose arrays still match the checksum; ``force=True`` regenerates.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from offrl_jax.algorithms import sac
 from offrl_jax.data import (
@@ -31,10 +38,11 @@ from offrl_jax.data import (
     read_d4rl_metadata,
     write_d4rl_hdf5,
 )
+from offrl_jax.generation import policies
 from offrl_jax.generation.behaviour import TRANSITION_KEYS, BehaviourRun, train_behaviour
 from offrl_jax.generation.collect import collect_dataset, concatenate_datasets
 from offrl_jax.generation.profiles import GenerationProfile, get_profile
-from offrl_jax.tasks import DATASET_KINDS, get_env_spec
+from offrl_jax.tasks import DATASET_KINDS, get_env_spec, normalized_score
 
 GENERATOR_VERSION = 2
 _CHECKSUM_KEYS = TRANSITION_KEYS + ("episode_ids",)
@@ -49,7 +57,7 @@ def arrays_checksum(arrays) -> str:
     return digest.hexdigest()
 
 
-def _versions() -> dict[str, str]:
+def versions() -> dict[str, str]:
     names = ("offrl_jax", "jax", "jaxlib", "flax", "optax", "mujoco", "gymnasium", "numpy")
     out = {}
     for name in names:
@@ -60,10 +68,44 @@ def _versions() -> dict[str, str]:
     return out
 
 
+FULL_SIZE = 1_000_000  # D4RL's transitions per random / medium / expert file
+
+
+def data_source(env: str, profile: GenerationProfile) -> str:
+    """"shipped" where shipped policies exist (any profile but the tests' ``tiny``), else
+    "trained"."""
+    if profile.name != "tiny" and policies.has_shipped_policies(env):
+        return "shipped"
+    return "trained"
+
+
+def data_version(env: str, profile: GenerationProfile) -> str:
+    """The versioned name of the data this profile makes for ``env``: the shipped policies'
+    ``data_version`` (``gen1``), or ``trained-<profile>`` for data trained on this machine."""
+    if data_source(env, profile) == "shipped":
+        return policies.load_manifest(env)["data_version"]
+    return f"trained-{profile.name}"
+
+
+def dataset_id(env: str, kind: str, version: str) -> str:
+    """``hopper-medium-gen1``: never D4RL's ``-v2`` names."""
+    return f"{env}-{kind}-{version}"
+
+
 def _recipe(env: str, kind: str, profile: GenerationProfile, seed: int) -> dict:
-    return {"generator_version": GENERATOR_VERSION, "env": env,
-            "gym_id": get_env_spec(env).gym_id, "kind": kind, "profile": profile.name,
-            "seed": seed, "dataset_size": profile.dataset_size,
+    recipe = {"generator_version": GENERATOR_VERSION, "env": env,
+              "gym_id": get_env_spec(env).gym_id, "kind": kind, "profile": profile.name,
+              "seed": seed, "dataset_size": profile.dataset_size}
+    if data_source(env, profile) == "shipped":
+        manifest = policies.load_manifest(env)
+        files = {"medium": [manifest["policies"]["medium"]["sha256"]],
+                 "expert": [manifest["policies"]["expert"]["sha256"]],
+                 "medium-replay": [p["policy"]["sha256"] if p["policy"] else None
+                                   for p in manifest["medium_replay"]["pieces"]]}
+        files["medium-expert"] = files["medium"] + files["expert"]
+        return {**recipe, "source": "shipped", "data_version": manifest["data_version"],
+                "policy_sha256": files.get(kind, [])}
+    return {**recipe, "source": "trained", "data_version": f"trained-{profile.name}",
             "behaviour_steps": profile.steps_for(env), "sac": repr(profile.sac)}
 
 
@@ -86,36 +128,193 @@ def _episode_returns(arrays) -> np.ndarray:
     return np.bincount(ids - ids.min(), weights=arrays["rewards"])
 
 
+def _with_episode_ids(arrays) -> dict:
+    if "episode_ids" in arrays:
+        return arrays
+    ends = np.maximum(arrays["terminals"], arrays["timeouts"]) > 0.5
+    return {**arrays, "episode_ids": np.concatenate([[0], np.cumsum(ends)[:-1]]).astype(np.int32)}
+
+
+def dataset_statistics(env: str, arrays) -> dict:
+    """Transitions, episodes, mean +- std of the episodes' normalized returns, mean +- std of
+    their lengths (every episode counts, including one cut by the size budget)."""
+    arrays = _with_episode_ids(arrays)
+    ids = np.asarray(arrays["episode_ids"])
+    ids = ids - ids.min()
+    returns = np.bincount(ids, weights=np.asarray(arrays["rewards"], np.float64))
+    lengths = np.bincount(ids)
+    present = lengths > 0
+    returns, lengths = returns[present], lengths[present]
+    normalized = normalized_score(env, returns)
+    return {"transitions": int(ids.size), "episodes": int(lengths.size),
+            "normalized_mean": float(normalized.mean()), "normalized_std": float(normalized.std()),
+            "length_mean": float(lengths.mean()), "length_std": float(lengths.std())}
+
+
+def compare_statistics(found: dict, reference: dict, sigmas: float = 4.0) -> list[str]:
+    """Differences between two datasets' statistics beyond what sampling explains.
+
+    Transitions must match exactly. The mean normalized return and the mean length of two
+    independent samples of episodes from the same policies differ by a normal variable with
+    standard error ``sqrt(s1^2/n1 + s2^2/n2)``; a difference over ``sigmas`` (4) standard errors
+    happens by chance about once in 16,000 comparisons. A floor of 0.05 (normalized points,
+    steps) absorbs float summation differences when the spread is zero.
+    """
+    problems = []
+    if found["transitions"] != reference["transitions"]:
+        problems.append(f"transitions: expected {reference['transitions']}, "
+                        f"found {found['transitions']}")
+    for mean, std in (("normalized_mean", "normalized_std"), ("length_mean", "length_std")):
+        error = np.sqrt(found[std] ** 2 / found["episodes"]
+                        + reference[std] ** 2 / reference["episodes"])
+        limit = max(sigmas * error, 0.05)
+        if abs(found[mean] - reference[mean]) > limit:
+            problems.append(f"{mean}: expected {reference[mean]:.2f} +- {limit:.2f} "
+                            f"({sigmas:g} standard errors), found {found[mean]:.2f}")
+    return problems
+
+
+def reference_statistics(env: str, kind: str, profile: GenerationProfile) -> dict | None:
+    """The shipped reference statistics of this dataset (None when none were recorded)."""
+    if data_source(env, profile) != "shipped":
+        return None
+    return policies.load_manifest(env).get("reference_stats", {}).get(profile.name, {}).get(kind)
+
+
+def _actor_policy_state(env: str, manifest: dict, actor_params):
+    from offrl_jax.generation.export import actor_state
+
+    return actor_state(env, actor_params, manifest["training"]["hidden_dims"])
+
+
+def _shipped_collect(env: str, kind: str, profile: GenerationProfile, seed: int,
+                     progress: bool, cache: dict) -> tuple[dict, str]:
+    """Arrays and a description of one dataset made from the shipped policies."""
+    manifest = policies.load_manifest(env)
+    root = policies.policy_dir(env)
+
+    def role_data(role: str) -> dict:
+        if role not in cache:
+            params = policies.load_role(env, role, manifest=manifest)
+            cache[role] = collect_dataset(
+                env, profile.dataset_size, profile.collect_envs,
+                seed * 100 + (2 if role == "medium" else 3), act_fn=sac.act,
+                policy_state=_actor_policy_state(env, manifest, params), progress=progress,
+                desc=f"{env}-{role}")
+        return cache[role]
+
+    if kind in ("medium", "expert"):
+        entry = manifest["policies"][kind]
+        return role_data(kind), (f"shipped {kind} policy {entry['file']} (env step "
+                                 f"{entry['env_steps']}), actions sampled")
+    if kind == "medium-expert":
+        return (concatenate_datasets(role_data("medium"), role_data("expert")),
+                "shipped medium then expert data, concatenated")
+    # medium-replay: each piece of the schedule, scaled, collected by one environment as the
+    # training run collected it (several environments would favour short episodes).
+    scale = profile.dataset_size / FULL_SIZE
+    parts = []
+    pieces = manifest["medium_replay"]["pieces"]
+    bar = tqdm(total=len(pieces), desc=f"{env}-medium-replay", unit="piece",
+               disable=not progress)
+    for i, piece in enumerate(pieces):
+        count = max(1, round(piece["transitions"] * scale))
+        if piece["policy"] is None:
+            parts.append(collect_dataset(env, count, 1, seed * 100 + 50_000 + i,
+                                         progress=False))
+        else:
+            params = policies.load_actor(root / piece["policy"]["file"],
+                                         piece["policy"]["sha256"])
+            parts.append(collect_dataset(
+                env, count, 1, seed * 100 + 50_000 + i, act_fn=sac.act,
+                policy_state=_actor_policy_state(env, manifest, params), progress=False))
+        bar.update(1)
+    bar.close()
+    return (concatenate_datasets(*parts),
+            f"shipped medium-replay schedule: {len(pieces)} pieces (uniform warm-up, then "
+            f"training snapshots every {manifest['medium_replay']['replay_every']} env steps), "
+            f"scaled by {scale:g}")
+
+
 def generate_env_datasets(env: str, profile: str | GenerationProfile = "quick", seed: int = 0,
                           kinds=DATASET_KINDS, out_dir: str | Path | None = None,
                           work_dir: str | Path | None = None, force: bool = False,
-                          progress: bool = True) -> dict[str, Path]:
+                          progress: bool = True, check: bool = True) -> dict[str, Path]:
     """Make (or reuse) the datasets of ``env``; returns ``{kind: path}``.
 
     ``out_dir`` defaults to where :func:`offrl_jax.data.load_task_dataset` looks for generated
-    data; ``work_dir`` (behaviour training, resumable) defaults to the cache directory.
+    data; ``work_dir`` (behaviour training, trained source only) defaults to the cache
+    directory. With ``check``, a dataset made from shipped policies whose statistics differ
+    from the shipped reference statistics beyond sampling noise is an error.
     """
     profile = get_profile(profile) if isinstance(profile, str) else profile
     for kind in kinds:
         if kind not in DATASET_KINDS:
             raise KeyError(f"unknown dataset kind {kind!r}; valid kinds: {DATASET_KINDS}")
+    version = data_version(env, profile)
 
     def target(kind: str) -> Path:
         if out_dir is None:
-            return generated_dataset_path(env, kind, profile.name)
-        return Path(out_dir) / f"{env}-{kind}.hdf5"
+            return generated_dataset_path(env, kind, profile.name, version)
+        return Path(out_dir) / f"{dataset_id(env, kind, version)}.hdf5"
 
-    todo = [k for k in kinds if force or not is_complete(target(k), _recipe(env, k, profile,
-                                                                            seed))]
     paths = {k: target(k) for k in kinds}
+    todo = [k for k in kinds if force or not is_complete(paths[k], _recipe(env, k, profile,
+                                                                           seed))]
     if not todo:
         return paths
+    source = data_source(env, profile)
+    if source == "shipped":
+        cache: dict = {}
+
+        def make(kind):
+            return _shipped_collect(env, kind, profile, seed, progress, cache) + ({},)
+    else:
+        make = _trained_maker(env, profile, seed, todo, work_dir, progress)
+    for kind in todo:
+        if kind == "random":
+            arrays = collect_dataset(env, profile.dataset_size, profile.collect_envs,
+                                     seed * 100 + 1, progress=progress, desc=f"{env}-random")
+            policy, behaviour = "uniform random actions", {}
+        else:
+            arrays, policy, behaviour = make(kind)
+        arrays = _with_episode_ids(arrays)
+        stats = dataset_statistics(env, arrays)
+        reference = reference_statistics(env, kind, profile)  # any seed: same statistics
+        problems = compare_statistics(stats, reference) if reference else []
+        if check and problems:
+            raise DatasetError(
+                f"{dataset_id(env, kind, version)} ({profile.name} profile) regenerated from the "
+                f"shipped policies differs from the shipped reference statistics "
+                f"({policies.policy_dir(env) / 'manifest.json'}, reference_stats."
+                f"{profile.name}.{kind}): " + "; ".join(problems)
+                + ". Library versions or the simulator may differ from the reference run's "
+                  "(see the manifest's training.versions).")
+        meta = {
+            "recipe": _recipe(env, kind, profile, seed),
+            "dataset_id": dataset_id(env, kind, version),
+            "data_version": version,
+            "versions": versions(),
+            "policy": policy,
+            "behaviour": behaviour,
+            "statistics": stats,
+            "reference_check": ("no reference" if reference is None
+                                else "; ".join(problems) or "matches"),
+            "dataset_episode_return_mean": float(_episode_returns(arrays).mean()),
+            "dataset_episodes": stats["episodes"],
+            "checksum": arrays_checksum(arrays),
+        }
+        write_d4rl_hdf5(paths[kind], arrays, metadata=meta)
+    return paths
+
+
+def _trained_maker(env, profile, seed, todo, work_dir, progress):
+    """``make(kind) -> (arrays, description, behaviour info)`` for data trained on this machine."""
+    if work_dir is None:
+        work_dir = cache_dir() / "behaviour" / profile.name / f"{env}-seed{seed}"
     run: BehaviourRun | None = None
     if any(k != "random" for k in todo):
-        if work_dir is None:
-            work_dir = cache_dir() / "behaviour" / profile.name / f"{env}-seed{seed}"
         run = train_behaviour(env, profile, seed, work_dir, progress=progress)
-
     collected: dict[str, dict] = {}
 
     def policy_dataset(name: str) -> dict:
@@ -142,33 +341,14 @@ def generate_env_datasets(env: str, profile: str | GenerationProfile = "quick", 
                        "mean_return": expert_ckpt.mean_return,
                        "checkpoint_sha256": expert_ckpt.digest()},
         }
-    for kind in todo:
-        if kind == "random":
-            arrays = collect_dataset(env, profile.dataset_size, profile.collect_envs,
-                                     seed * 100 + 1, progress=progress, desc=f"{env}-random")
-            policy = "uniform random actions"
-        elif kind == "medium-replay":
+
+    def make(kind):
+        if kind == "medium-replay":
             arrays = {k: v[:medium_ckpt.env_steps] for k, v in run.replay.items()}
-            policy = "behaviour SAC replay buffer up to the medium checkpoint"
-        elif kind == "medium-expert":
-            arrays = concatenate_datasets(policy_dataset("medium"), policy_dataset("expert"))
-            policy = "medium then expert data, concatenated"
-        else:
-            arrays = policy_dataset(kind)
-            policy = f"{kind} SAC checkpoint, actions sampled"
-        if "episode_ids" not in arrays:
-            ends = np.maximum(arrays["terminals"], arrays["timeouts"]) > 0.5
-            arrays = {**arrays, "episode_ids": np.concatenate(
-                [[0], np.cumsum(ends)[:-1]]).astype(np.int32)}
-        returns = _episode_returns(arrays)
-        meta = {
-            "recipe": _recipe(env, kind, profile, seed),
-            "versions": _versions(),
-            "policy": policy,
-            "behaviour": behaviour,
-            "dataset_episode_return_mean": float(returns.mean()),
-            "dataset_episodes": int(returns.size),
-            "checksum": arrays_checksum(arrays),
-        }
-        write_d4rl_hdf5(paths[kind], arrays, metadata=meta)
-    return paths
+            return arrays, "behaviour SAC replay buffer up to the medium checkpoint", behaviour
+        if kind == "medium-expert":
+            return (concatenate_datasets(policy_dataset("medium"), policy_dataset("expert")),
+                    "medium then expert data, concatenated", behaviour)
+        return (policy_dataset(kind), f"{kind} SAC checkpoint, actions sampled", behaviour)
+
+    return make

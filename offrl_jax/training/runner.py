@@ -157,14 +157,36 @@ def ensure_dataset(task: Task, data_profile: str, progress: bool = True) -> dict
               flush=True)
         generate_env_datasets(task.env, data_profile, kinds=[task.kind], progress=progress)
         path, fmt = find_task_dataset(task, data_profile)
-    info = {"path": str(path), "format": fmt}
+    info = {"path": str(path), "format": fmt, "dataset_id": Path(path).stem}
     if fmt == "d4rl":
         meta = read_d4rl_metadata(path)
         if "recipe" in meta:
+            info["dataset_id"] = meta.get("dataset_id", f"{task.env}-{task.kind}-gen0")
             info["generated"] = {"recipe": meta["recipe"],
                                  "behaviour": meta.get("behaviour", {}),
+                                 "statistics": meta.get("statistics"),
+                                 "reference_check": meta.get("reference_check"),
                                  "checksum": meta.get("checksum")}
     return info
+
+
+def check_same_data(run_info_path: Path, previous: dict, task_name: str, info: dict) -> None:
+    """A run directory holds one version of each task's data: resuming or adding to it with
+    another version (other generated data, a real D4RL file) is an error."""
+    before = previous.get("data", {}).get(task_name)
+    if before is None:
+        return
+    if "dataset_id" not in before:
+        raise ValueError(
+            f"{run_info_path}: key 'data.{task_name}.dataset_id' missing (a run made before "
+            f"datasets had versioned ids); expected {info['dataset_id']!r}: use a new output "
+            f"directory")
+    if before["dataset_id"] != info["dataset_id"]:
+        raise ValueError(
+            f"{run_info_path}: key 'data.{task_name}.dataset_id': expected "
+            f"{before['dataset_id']!r} (this run directory's data), found "
+            f"{info['dataset_id']!r}; results on two versions of a dataset cannot share a run: "
+            f"use a new output directory")
 
 
 def _abstract_dataset(spec, size: int = 1_000) -> Dataset:
@@ -210,8 +232,9 @@ def run_benchmark(algorithms: list[str], tasks: list[str], seeds: list[int], pro
     run_info_path = out_dir / "run.json"
     run_info = provenance(profile, argv)
     now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    if run_info_path.exists():  # a resumed (or repeated) run keeps its first start
-        run_info["started"] = json.loads(run_info_path.read_text()).get("started")
+    previous = json.loads(run_info_path.read_text()) if run_info_path.exists() else {}
+    if previous:  # a resumed (or repeated) run keeps its first start
+        run_info["started"] = previous.get("started")
     run_info.setdefault("started", now)
     run_info["this_invocation_started"] = now
     run_info.update({"algorithms": algorithms, "tasks": [t.name for t in task_objs],
@@ -223,6 +246,7 @@ def run_benchmark(algorithms: list[str], tasks: list[str], seeds: list[int], pro
     model_store = ModelStore(out_dir / "models")
     for task in task_objs:
         run_info["data"][task.name] = ensure_dataset(task, run_profile.data_profile, progress)
+        check_same_data(run_info_path, previous, task.name, run_info["data"][task.name])
         write_text_atomic(run_info_path, json.dumps(run_info, indent=2))
         dataset = load_task_dataset(task, run_profile.data_profile)
         for algorithm in algos:

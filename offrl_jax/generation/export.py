@@ -1,0 +1,238 @@
+"""Choosing and exporting the behaviour policies to ship, from a behaviour training run.
+
+``offrl data export-behaviour --env ENV --work-dir DIR`` reads the run's checkpoints (one every
+evaluation, ``state.msgpack`` of :func:`offrl_jax.generation.behaviour.train_behaviour`) and
+writes ``offrl_jax/generation/policies/<env>/`` (layout in :mod:`offrl_jax.generation.policies`):
+
+- expert: the ``candidates`` checkpoints with the best training evaluations are re-evaluated
+  with ``eval_episodes`` episodes (actions sampled, as the data is collected) and the best is
+  kept. D4RL's expert is the final policy of a 1M-step run; SAC's last checkpoint can sit in a
+  dip, so the best late one is taken (our choice).
+- medium: the first ``2 * candidates`` checkpoints whose training evaluation lies within 50% of
+  D4RL's medium mean (:mod:`offrl_jax.generation.reference`) are re-evaluated and the one
+  closest to D4RL's mean is kept. D4RL's rule ("about 1/3 of the expert") gives medium/expert
+  ratios of 0.40 to 0.58 in its v2 files; matching the published mean keeps scores comparable
+  (our choice).
+- medium-replay schedule: what the training run collected up to the medium checkpoint, as a
+  sequence of pieces: ``start_steps`` uniform-random transitions (SAC's warm-up), then each
+  snapshot every ``replay_every`` env steps collecting the transitions that followed it. The
+  replay buffer itself is too large to ship; the snapshots regenerate its mixture of policies.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+from pathlib import Path
+
+import flax.serialization
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from offrl_jax.algorithms import sac
+from offrl_jax.evaluation import Evaluator
+from offrl_jax.generation import policies
+from offrl_jax.generation.reference import d4rl_stats
+from offrl_jax.tasks import get_env_spec, normalized_score
+
+
+def read_behaviour_run(work_dir: str | Path) -> tuple[dict, list[dict]]:
+    """``(recipe, checkpoints)`` of a behaviour run directory; each checkpoint is a dict with
+    ``env_steps``, ``mean_return`` (training evaluation) and ``actor`` (parameters)."""
+    path = Path(work_dir) / "state.msgpack"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no behaviour run state (run `offrl data "
+                                f"train-behaviour` with this --work-dir first)")
+    saved = flax.serialization.msgpack_restore(path.read_bytes())
+    recipe = json.loads(saved["recipe"])
+    checkpoints = [{"env_steps": int(c["env_steps"]), "mean_return": float(c["mean_return"]),
+                    "actor": c["actor"]}
+                   for c in sorted(saved["checkpoints"].values(),
+                                   key=lambda c: int(c["env_steps"]))]
+    return recipe, checkpoints
+
+
+def actor_state(env: str, actor_params, hidden_dims=(256, 256)) -> sac.SACState:
+    """A SAC state whose actor is ``actor_params`` (critics unused), for ``sac.act``."""
+    spec = get_env_spec(env)
+    state = sac.init(jax.random.PRNGKey(0), spec, sac.SACConfig(hidden_dims=tuple(hidden_dims)))
+    params = jax.tree_util.tree_map(jnp.asarray, actor_params)
+    expected = jax.tree_util.tree_structure(state.actor_params)
+    if jax.tree_util.tree_structure(params) != expected:
+        raise policies.PolicyFileError(
+            f"{env}: actor parameters have structure {jax.tree_util.tree_structure(params)}, "
+            f"expected {expected} (hidden_dims={tuple(hidden_dims)})")
+    return state.replace(actor_params=params)
+
+
+def evaluate_actor(env: str, actor_params, episodes: int, seed: int,
+                   hidden_dims=(256, 256)) -> dict:
+    """Sampled-action returns of one actor over ``episodes`` episodes: the summary stats."""
+    state = actor_state(env, actor_params, hidden_dims)
+    evaluator = Evaluator(env, lambda st, obs, key, det: sac.act(st, obs, key, det),
+                          num_episodes=episodes, deterministic=False)
+    result = evaluator(jax.tree_util.tree_map(lambda x: x[None], state),
+                       jax.random.PRNGKey(seed))
+    returns = result.returns[0]
+    return {"episodes": int(episodes), "seed": int(seed),
+            "return_mean": float(returns.mean()), "return_std": float(returns.std()),
+            "normalized_mean": float(normalized_score(env, returns).mean()),
+            "normalized_std": float(normalized_score(env, returns).std()),
+            "length_mean": float(result.lengths[0].mean())}
+
+
+def _git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).parent, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _device() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{jax.default_backend()} ({cpu}, {jax.device_count()} device(s))"
+
+
+def choose_policies(env: str, checkpoints: list[dict], eval_episodes: int = 50,
+                    candidates: int = 5, seed: int = 1000, hidden_dims=(256, 256),
+                    log=print) -> dict:
+    """``{"medium": (checkpoint, eval), "expert": (checkpoint, eval)}`` by the module's rules."""
+    medium_target = d4rl_stats(env, "medium")
+    norm = [float(normalized_score(env, c["mean_return"])) for c in checkpoints]
+
+    def evaluated(indices):
+        out = []
+        for i in indices:
+            stats = evaluate_actor(env, checkpoints[i]["actor"], eval_episodes, seed, hidden_dims)
+            log(f"  step {checkpoints[i]['env_steps']}: training eval {norm[i]:.1f}, "
+                f"re-evaluated {stats['normalized_mean']:.1f} +- {stats['normalized_std']:.1f}")
+            out.append((i, stats))
+        return out
+
+    late = range(len(checkpoints) // 2, len(checkpoints))
+    best = sorted(late, key=lambda i: -norm[i])[:candidates]
+    log(f"{env} expert candidates:")
+    expert_i, expert_eval = max(evaluated(best), key=lambda x: x[1]["normalized_mean"])
+    if medium_target is None:
+        raise KeyError(f"no D4RL medium target for {env!r}")
+    target = medium_target.normalized_mean
+    # Training evaluations are short (10 episodes) and a medium hopper's returns are bimodal
+    # (falls or not), so a broad band of early checkpoints is re-evaluated.
+    near = [i for i in range(expert_i) if 0.5 * target <= norm[i] <= 1.5 * target]
+    if not near:
+        raise RuntimeError(f"{env}: no checkpoint before the expert evaluates within 50% of "
+                           f"D4RL's medium mean {target}; training evaluations: "
+                           f"{[round(x, 1) for x in norm]}")
+    log(f"{env} medium candidates (D4RL medium {target}):")
+    medium_i, medium_eval = min(evaluated(near[:2 * candidates]),
+                                key=lambda x: abs(x[1]["normalized_mean"] - target))
+    return {"medium": (checkpoints[medium_i], medium_eval),
+            "expert": (checkpoints[expert_i], expert_eval)}
+
+
+def replay_schedule(checkpoints: list[dict], medium_steps: int, start_steps: int,
+                    replay_every: int) -> list[dict]:
+    """Pieces of the medium-replay data: uniform actions for ``start_steps``, then the snapshot
+    at each multiple of ``replay_every`` (from ``start_steps``) for the steps up to the next."""
+    by_step = {c["env_steps"]: c for c in checkpoints}
+    pieces = [{"policy": None, "env_steps": 0, "transitions": start_steps}]
+    steps = list(range(start_steps, medium_steps, replay_every))
+    for k, step in enumerate(steps):
+        if step not in by_step:
+            raise KeyError(f"no checkpoint at env step {step}; checkpoints every "
+                           f"{checkpoints[1]['env_steps'] - checkpoints[0]['env_steps']} steps")
+        end = steps[k + 1] if k + 1 < len(steps) else medium_steps
+        pieces.append({"policy": by_step[step], "env_steps": step, "transitions": end - step})
+    return pieces
+
+
+def plot_learning_curve(env: str, checkpoints: list[dict], chosen: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = np.array([c["env_steps"] for c in checkpoints])
+    norm = normalized_score(env, [c["mean_return"] for c in checkpoints])
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(steps, norm, lw=1, label="training evaluation (sampled actions)")
+    for role, (ckpt, stats) in chosen.items():
+        ax.scatter([ckpt["env_steps"]], [stats["normalized_mean"]], zorder=3,
+                   label=f"{role}: {stats['normalized_mean']:.1f} ({stats['episodes']} episodes)")
+        reference = d4rl_stats(env, role)
+        if reference is not None:
+            ax.axhline(reference.normalized_mean, ls=":", lw=0.8, color="gray")
+    ax.set_xlabel("env steps")
+    ax.set_ylabel("normalized return")
+    ax.set_title(f"{env}: behaviour SAC (dotted: D4RL v2 medium / expert means)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def export_behaviour(env: str, work_dir: str | Path, root: str | Path | None = None,
+                     replay_every: int = 10_000, eval_episodes: int = 50, candidates: int = 5,
+                     data_version: str = "gen1", log=print) -> Path:
+    """Choose medium, expert and the medium-replay snapshots of a finished (or running)
+    behaviour run and write them with their manifest; returns the manifest's path."""
+    recipe, checkpoints = read_behaviour_run(work_dir)
+    if recipe["env"] != env:
+        raise ValueError(f"{work_dir}: run is for env {recipe['env']!r}, not {env!r}")
+    from offrl_jax.generation.profiles import get_profile
+
+    profile = get_profile(recipe["profile"])
+    hidden_dims = list(profile.sac.hidden_dims)
+    chosen = choose_policies(env, checkpoints, eval_episodes, candidates,
+                             hidden_dims=hidden_dims, log=log)
+    out = policies.policy_dir(env, root)
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob("actor_*.npz"):
+        stale.unlink()
+
+    def write(ckpt) -> dict:
+        name = f"actor_{ckpt['env_steps']:07d}.npz"
+        digest = policies.save_actor(out / name, ckpt["actor"])
+        return {"file": name, "sha256": digest, "env_steps": ckpt["env_steps"],
+                "training_eval_return": ckpt["mean_return"]}
+
+    roles = {role: {**write(ckpt), "eval": stats} for role, (ckpt, stats) in chosen.items()}
+    medium_steps = chosen["medium"][0]["env_steps"]
+    pieces = replay_schedule(checkpoints, medium_steps, profile.start_steps, replay_every)
+    schedule = [{"policy": None if p["policy"] is None else write(p["policy"]),
+                 "env_steps": p["env_steps"], "transitions": p["transitions"]} for p in pieces]
+    from offrl_jax.generation.generate import versions
+
+    manifest = {
+        "format": policies.MANIFEST_FORMAT,
+        "env": env,
+        "gym_id": get_env_spec(env).gym_id,
+        "data_version": data_version,
+        "training": {
+            "algorithm": "SAC (offrl_jax.algorithms.sac), actions sampled when collecting",
+            "recipe": recipe, "start_steps": profile.start_steps,
+            "hidden_dims": hidden_dims,
+            "env_steps": checkpoints[-1]["env_steps"],
+            "eval_episodes_per_checkpoint": profile.eval_episodes,
+            "versions": versions(), "commit": _git_commit(), "device": _device(),
+        },
+        "learning_curve": [[c["env_steps"], round(c["mean_return"], 3)] for c in checkpoints],
+        "policies": roles,
+        "medium_replay": {"replay_every": replay_every, "pieces": schedule},
+        "reference_stats": {},
+    }
+    plot_learning_curve(env, checkpoints, chosen, out / "learning_curve.png")
+    return policies.write_manifest(env, manifest, root)

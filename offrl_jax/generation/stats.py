@@ -1,0 +1,62 @@
+"""``offrl data stats``: each dataset's statistics beside D4RL v2's published ones."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from offrl_jax.data import generated_dataset_path, read_d4rl_hdf5, read_d4rl_metadata, read_minari
+from offrl_jax.generation.generate import dataset_statistics
+from offrl_jax.generation.reference import d4rl_stats, within_target
+from offrl_jax.tasks import DATASET_KINDS
+
+HEADER = ("| dataset | transitions | episodes | normalized mean +- std | mean length "
+          "| D4RL v2: transitions, episodes, normalized mean +- std, mean length "
+          "| in target band |\n|---|---|---|---|---|---|---|")
+
+
+def _fmt(value, digits=1):
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def stats_row(name: str, env: str, kind: str, stats: dict | None) -> str:
+    ref = d4rl_stats(env, kind)
+    ref_text = "-" if ref is None else (
+        f"{ref.transitions:,}, {ref.episodes if ref.episodes is not None else '-'}, "
+        f"{ref.normalized_mean} +- {_fmt(ref.normalized_std)}, {_fmt(ref.mean_length, 0)}")
+    if stats is None:
+        return f"| {name} | not generated | | | | {ref_text} | |"
+    ok = within_target(env, kind, stats["normalized_mean"])
+    band = {None: "-", True: "yes", False: "no"}[ok]
+    return (f"| {name} | {stats['transitions']:,} | {stats['episodes']:,} | "
+            f"{stats['normalized_mean']:.1f} +- {stats['normalized_std']:.1f} | "
+            f"{stats['length_mean']:.0f} | {ref_text} | {band} |")
+
+
+def file_statistics(env: str, path: str | Path) -> dict:
+    path = Path(path)
+    data = read_minari(path, env=env) if path.is_dir() else read_d4rl_hdf5(path, env=env)
+    return dataset_statistics(env, data.to_numpy())
+
+
+def stats_table(envs, profile: str, files=()) -> str:
+    """Markdown: every generated dataset of ``envs`` for ``profile`` (read from its metadata),
+    then each ``ENV:PATH`` file (computed), beside D4RL v2."""
+    rows = [HEADER]
+    for env in envs:
+        for kind in DATASET_KINDS:
+            path = generated_dataset_path(env, kind, profile)
+            stats, name = None, path.stem
+            if path.is_file():
+                meta = read_d4rl_metadata(path)
+                stats = meta.get("statistics") or dataset_statistics(
+                    env, read_d4rl_hdf5(path, env=env).to_numpy())
+                name = meta.get("dataset_id", name)
+            rows.append(stats_row(f"{name} ({profile})", env, kind, stats))
+    for item in files:
+        env, sep, path = item.partition(":")
+        if not sep:
+            raise ValueError(f"--files entry {item!r}: expected ENV:PATH")
+        kind = next((k for k in sorted(DATASET_KINDS, key=len, reverse=True)
+                     if k.replace("-", "_") in Path(path).name.replace("-", "_")), "custom")
+        rows.append(stats_row(Path(path).name, env, kind, file_statistics(env, path)))
+    return "\n".join(rows)
