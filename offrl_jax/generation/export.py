@@ -14,9 +14,10 @@ writes ``offrl_jax/generation/policies/<env>/`` (layout in :mod:`offrl_jax.gener
   ratios of 0.40 to 0.58 in its v2 files; matching the published mean keeps scores comparable
   (our choice).
 - medium-replay schedule: what the training run collected up to the medium checkpoint, as a
-  sequence of pieces: ``start_steps`` uniform-random transitions (SAC's warm-up), then each
-  snapshot every ``replay_every`` env steps collecting the transitions that followed it. The
-  replay buffer itself is too large to ship; the snapshots regenerate its mixture of policies.
+  sequence of pieces: ``start_steps`` uniform-random transitions (SAC's warm-up), then, for each
+  interval between snapshots (every ``replay_every`` env steps), half collected by the snapshot
+  that starts it and half by the one that ends it (:func:`replay_schedule`). The replay buffer
+  itself is too large to ship; the snapshots regenerate its mixture of policies.
 """
 
 from __future__ import annotations
@@ -142,17 +143,26 @@ def choose_policies(env: str, checkpoints: list[dict], eval_episodes: int = 50,
 
 def replay_schedule(checkpoints: list[dict], medium_steps: int, start_steps: int,
                     replay_every: int) -> list[dict]:
-    """Pieces of the medium-replay data: uniform actions for ``start_steps``, then the snapshot
-    at each multiple of ``replay_every`` (from ``start_steps``) for the steps up to the next."""
+    """Pieces of the medium-replay data: uniform actions for ``start_steps``, then, for each
+    interval of ``replay_every`` env steps between snapshots, its first half collected by the
+    snapshot that starts it and its second half by the one that ends it.
+
+    During training the policy improved over each interval; the two halves follow it (a
+    trapezoid rule). Only the start snapshot would lag behind it: on hopper it regenerated a
+    replay mean of 10.1 where the training run's own replay had 11.8 (normalized)."""
     by_step = {c["env_steps"]: c for c in checkpoints}
     pieces = [{"policy": None, "env_steps": 0, "transitions": start_steps}]
-    steps = list(range(start_steps, medium_steps, replay_every))
-    for k, step in enumerate(steps):
-        if step not in by_step:
-            raise KeyError(f"no checkpoint at env step {step}; checkpoints every "
-                           f"{checkpoints[1]['env_steps'] - checkpoints[0]['env_steps']} steps")
-        end = steps[k + 1] if k + 1 < len(steps) else medium_steps
-        pieces.append({"policy": by_step[step], "env_steps": step, "transitions": end - step})
+    bounds = list(range(start_steps, medium_steps, replay_every)) + [medium_steps]
+    for start, end in zip(bounds[:-1], bounds[1:], strict=True):
+        for step in (start, end):
+            if step not in by_step:
+                raise KeyError(f"no checkpoint at env step {step}; checkpoints every "
+                               f"{checkpoints[1]['env_steps'] - checkpoints[0]['env_steps']} "
+                               f"steps")
+        middle = start + (end - start) // 2
+        pieces.append({"policy": by_step[start], "env_steps": start,
+                       "transitions": middle - start})
+        pieces.append({"policy": by_step[end], "env_steps": middle, "transitions": end - middle})
     return pieces
 
 
