@@ -20,6 +20,10 @@ SHIPPED = sorted(env for env in ENV_SPECS if policies.has_shipped_policies(env))
 # A profile that reads the shipped policies (any but "tiny") at a test-sized dataset.
 SMALL = dataclasses.replace(get_profile("quick"), name="test-small", dataset_size=400,
                             collect_envs=2)
+# The size whose reference statistics the manifest records for this test (about 12 medium and
+# 5 expert hopper episodes).
+CHECKED = dataclasses.replace(get_profile("quick"), name="test-5k", dataset_size=5000,
+                              collect_envs=2)
 
 
 def test_hopper_policies_are_shipped():
@@ -156,6 +160,19 @@ def test_regenerating_with_another_seed_passes_the_statistics_check_and_a_shift_
     with pytest.raises(DatasetError, match="reference_stats.test-small.random"):
         generate.generate_env_datasets("hopper", SMALL, seed=1, kinds=["random"],
                                        out_dir=tmp_path / "x", progress=False)
+
+
+@pytest.mark.parametrize("env", SHIPPED)
+def test_regenerated_data_matches_the_shipped_reference_statistics(env, tmp_path):
+    """The cross-machine claim, tested on whatever processor runs it: medium and expert data
+    regenerated from the shipped policies have the statistics recorded on the development
+    machine, within 4 standard errors (generate raises otherwise)."""
+    assert set(policies.load_manifest(env)["reference_stats"][CHECKED.name]) == {
+        "medium", "expert"}
+    paths = generate.generate_env_datasets(env, CHECKED, seed=0, kinds=["medium", "expert"],
+                                           out_dir=tmp_path, progress=False)
+    for path in paths.values():
+        assert read_d4rl_metadata(path)["reference_check"] == "matches"
 
 
 def test_shipped_expert_beats_shipped_medium():

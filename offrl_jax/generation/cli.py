@@ -68,7 +68,6 @@ def register(subparsers) -> None:
 
 def _generate(args) -> int:
     from offrl_jax.data import read_d4rl_metadata
-    from offrl_jax.generation import policies
     from offrl_jax.generation.generate import generate_env_datasets
 
     profile = args.profile or default_profile()
@@ -76,22 +75,18 @@ def _generate(args) -> int:
         paths = generate_env_datasets(env, profile, seed=args.seed, kinds=args.kinds,
                                       out_dir=args.out, force=args.force,
                                       check=args.check and not args.record_reference)
-        recorded = {}
-        for kind, path in paths.items():
+        for path in paths.values():
             meta = read_d4rl_metadata(path)
             st = meta["statistics"]
-            recorded[kind] = st
             print(f"{meta['dataset_id']}: {path} ({st['transitions']} transitions, "
                   f"{st['episodes']} episodes, normalized {st['normalized_mean']:.1f} +- "
                   f"{st['normalized_std']:.1f}, mean length {st['length_mean']:.0f}; "
                   f"reference check: {meta['reference_check']})")
         if args.record_reference:
-            if args.seed != 0 or not policies.has_shipped_policies(env):
-                raise SystemExit("--record-reference needs seed 0 and shipped policies")
-            manifest = policies.load_manifest(env)
-            manifest.setdefault("reference_stats", {}).setdefault(profile, {}).update(recorded)
+            from offrl_jax.generation.generate import record_reference_statistics
+
             print(f"recorded reference statistics in "
-                  f"{policies.write_manifest(env, manifest)}")
+                  f"{record_reference_statistics(env, profile, paths)}")
     return 0
 
 

@@ -181,6 +181,21 @@ def reference_statistics(env: str, kind: str, profile: GenerationProfile) -> dic
     return policies.load_manifest(env).get("reference_stats", {}).get(profile.name, {}).get(kind)
 
 
+def record_reference_statistics(env: str, profile_name: str, paths: dict) -> Path:
+    """Write the statistics of generated files (``{kind: path}``, seed 0) into the shipped
+    manifest as the reference other machines are checked against (maintainers only)."""
+    manifest = policies.load_manifest(env)
+    recorded = {}
+    for kind, path in paths.items():
+        meta = read_d4rl_metadata(path)
+        if meta.get("recipe", {}).get("seed") != 0 or meta["recipe"].get("source") != "shipped":
+            raise ValueError(f"{path}: reference statistics come from seed-0 data made from the "
+                             f"shipped policies; found recipe {meta.get('recipe')}")
+        recorded[kind] = meta["statistics"]
+    manifest.setdefault("reference_stats", {}).setdefault(profile_name, {}).update(recorded)
+    return policies.write_manifest(env, manifest)
+
+
 def _actor_policy_state(env: str, manifest: dict, actor_params):
     from offrl_jax.generation.export import actor_state
 
