@@ -146,3 +146,42 @@ def test_behaviour_training_resumes_identically(tmp_path):
                            resumed.state.actor_params)
     with pytest.raises(ValueError, match="recipe"):
         train_behaviour("hopper", small, seed=4, work_dir=tmp_path / "b", progress=False)
+
+
+def test_export_writes_policies_that_generation_reads(hopper_tiny, tmp_path, monkeypatch):
+    """export-behaviour on the tiny run: medium, expert and the medium-replay schedule, files
+    with their sha256, a manifest and a learning curve; generation then reads them, training
+    nothing."""
+    from offrl_jax.generation import export, policies
+    from offrl_jax.tasks import normalized_score
+
+    root, _ = hopper_tiny
+    recipe, checkpoints = export.read_behaviour_run(root / "work")
+    assert [c["env_steps"] for c in checkpoints] == [500, 1000, 1500]
+    # The tiny run is far from D4RL's medium: aim at its first checkpoint's level instead.
+    target = float(normalized_score("hopper", checkpoints[0]["mean_return"]))
+    export.export_behaviour("hopper", root / "work", root=tmp_path, replay_every=500,
+                            eval_episodes=2, candidates=2, medium_target=target,
+                            log=lambda line: None)
+    manifest = policies.load_manifest("hopper", tmp_path)
+    medium = manifest["policies"]["medium"]
+    assert medium["env_steps"] < manifest["policies"]["expert"]["env_steps"]
+    pieces = manifest["medium_replay"]["pieces"]
+    assert pieces[0] == {"policy": None, "env_steps": 0, "transitions": TINY.start_steps}
+    assert sum(p["transitions"] for p in pieces) == medium["env_steps"]
+    # Each 500-step interval: half by the snapshot that starts it, half by the one that ends it.
+    assert [(p["policy"]["env_steps"], p["env_steps"], p["transitions"]) for p in pieces[1:3]] \
+        == [(500, 500, 250), (1000, 750, 250)][:len(pieces) - 1]
+    for entry in [manifest["policies"]["expert"], *(p["policy"] for p in pieces[1:])]:
+        assert policies.file_sha256(tmp_path / "hopper" / entry["file"]) == entry["sha256"]
+    assert (tmp_path / "hopper" / "learning_curve.png").stat().st_size > 5000
+    assert manifest["training"]["hidden_dims"] == list(TINY.sac.hidden_dims)
+
+    monkeypatch.setattr(policies, "POLICY_ROOT", tmp_path)
+    monkeypatch.setattr(generate, "train_behaviour", None)  # must not be called
+    small = dataclasses.replace(TINY, name="exported", dataset_size=300, collect_envs=2)
+    paths = generate.generate_env_datasets("hopper", small, seed=0, out_dir=tmp_path / "d",
+                                           kinds=["medium", "medium-replay"], progress=False)
+    meta = read_d4rl_metadata(paths["medium"])
+    assert meta["recipe"]["source"] == "shipped" and meta["dataset_id"] == "hopper-medium-gen1"
+    assert meta["recipe"]["policy_sha256"] == [medium["sha256"]]

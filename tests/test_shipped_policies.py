@@ -204,3 +204,18 @@ def test_a_run_directory_refuses_a_second_version_of_a_dataset(tmp_path):
     with pytest.raises(ValueError, match="dataset_id' missing"):
         check_same_data(path, {"data": {"hopper-medium": {"path": "/a"}}}, "hopper-medium",
                         {"dataset_id": "hopper-medium-gen1", "path": "/a"})
+
+
+def test_stats_table_shows_files_beside_d4rl(small_hopper, tmp_path, monkeypatch):
+    from offrl_jax.generation.stats import stats_table
+
+    monkeypatch.setenv("OFFRL_DATA_DIR", str(tmp_path))  # nothing generated there
+    path = small_hopper["medium"]
+    table = stats_table(["hopper"], "quick", [f"hopper:{path}"])
+    stats = read_d4rl_metadata(path)["statistics"]
+    row = next(line for line in table.splitlines() if line.startswith(f"| {path.name} "))
+    assert f"{stats['normalized_mean']:.1f} +- {stats['normalized_std']:.1f}" in row
+    assert "1,000,000, 2,186, 44.3 +- 11.6, 457" in row  # D4RL v2 hopper-medium
+    assert "| hopper-expert-gen1 (quick) | not generated |" in table
+    with pytest.raises(ValueError, match="expected ENV:PATH"):
+        stats_table(["hopper"], "quick", [str(path)])

@@ -106,9 +106,14 @@ def _device() -> str:
 
 def choose_policies(env: str, checkpoints: list[dict], eval_episodes: int = 50,
                     candidates: int = 5, seed: int = 1000, hidden_dims=(256, 256),
-                    log=print) -> dict:
-    """``{"medium": (checkpoint, eval), "expert": (checkpoint, eval)}`` by the module's rules."""
-    medium_target = d4rl_stats(env, "medium")
+                    medium_target: float | None = None, log=print) -> dict:
+    """``{"medium": (checkpoint, eval), "expert": (checkpoint, eval)}`` by the module's rules;
+    ``medium_target`` (normalized) defaults to D4RL v2's medium mean."""
+    if medium_target is None:
+        reference = d4rl_stats(env, "medium")
+        if reference is None:
+            raise KeyError(f"no D4RL medium target for {env!r}; pass medium_target")
+        medium_target = reference.normalized_mean
     norm = [float(normalized_score(env, c["mean_return"])) for c in checkpoints]
 
     def evaluated(indices):
@@ -124,9 +129,7 @@ def choose_policies(env: str, checkpoints: list[dict], eval_episodes: int = 50,
     best = sorted(late, key=lambda i: -norm[i])[:candidates]
     log(f"{env} expert candidates:")
     expert_i, expert_eval = max(evaluated(best), key=lambda x: x[1]["normalized_mean"])
-    if medium_target is None:
-        raise KeyError(f"no D4RL medium target for {env!r}")
-    target = medium_target.normalized_mean
+    target = medium_target
     # Training evaluations are short (10 episodes) and a medium hopper's returns are bimodal
     # (falls or not), so a broad band of early checkpoints is re-evaluated.
     near = [i for i in range(expert_i) if 0.5 * target <= norm[i] <= 1.5 * target]
@@ -196,7 +199,8 @@ def plot_learning_curve(env: str, checkpoints: list[dict], chosen: dict, path: P
 
 def export_behaviour(env: str, work_dir: str | Path, root: str | Path | None = None,
                      replay_every: int = 10_000, eval_episodes: int = 50, candidates: int = 5,
-                     data_version: str = "gen1", log=print) -> Path:
+                     data_version: str = "gen1", medium_target: float | None = None,
+                     log=print) -> Path:
     """Choose medium, expert and the medium-replay snapshots of a finished (or running)
     behaviour run and write them with their manifest; returns the manifest's path."""
     recipe, checkpoints = read_behaviour_run(work_dir)
@@ -207,7 +211,7 @@ def export_behaviour(env: str, work_dir: str | Path, root: str | Path | None = N
     profile = get_profile(recipe["profile"])
     hidden_dims = list(profile.sac.hidden_dims)
     chosen = choose_policies(env, checkpoints, eval_episodes, candidates,
-                             hidden_dims=hidden_dims, log=log)
+                             hidden_dims=hidden_dims, medium_target=medium_target, log=log)
     out = policies.policy_dir(env, root)
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob("actor_*.npz"):

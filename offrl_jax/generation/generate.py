@@ -100,7 +100,8 @@ def _recipe(env: str, kind: str, profile: GenerationProfile, seed: int) -> dict:
         manifest = policies.load_manifest(env)
         files = {"medium": [manifest["policies"]["medium"]["sha256"]],
                  "expert": [manifest["policies"]["expert"]["sha256"]],
-                 "medium-replay": [p["policy"]["sha256"] if p["policy"] else None
+                 "medium-replay": [[p["policy"]["sha256"] if p["policy"] else None,
+                                    p["transitions"]]
                                    for p in manifest["medium_replay"]["pieces"]]}
         files["medium-expert"] = files["medium"] + files["expert"]
         return {**recipe, "source": "shipped", "data_version": manifest["data_version"],

@@ -20,9 +20,12 @@ def _fmt(value, digits=1):
 
 def stats_row(name: str, env: str, kind: str, stats: dict | None) -> str:
     ref = d4rl_stats(env, kind)
-    ref_text = "-" if ref is None else (
-        f"{ref.transitions:,}, {ref.episodes if ref.episodes is not None else '-'}, "
-        f"{ref.normalized_mean} +- {_fmt(ref.normalized_std)}, {_fmt(ref.mean_length, 0)}")
+    ref_text = "-"
+    if ref is not None:
+        spread = "" if ref.normalized_std is None else f" +- {ref.normalized_std}"
+        episodes = "-" if ref.episodes is None else f"{ref.episodes:,}"
+        ref_text = (f"{ref.transitions:,}, {episodes}, {ref.normalized_mean}{spread}, "
+                    f"{_fmt(ref.mean_length, 0)}")
     if stats is None:
         return f"| {name} | not generated | | | | {ref_text} | |"
     ok = within_target(env, kind, stats["normalized_mean"])
