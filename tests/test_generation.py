@@ -3,11 +3,12 @@ import dataclasses
 import jax
 import numpy as np
 import pytest
+from layout import assert_d4rl_layout
 
 from offrl_jax.data import episode_returns, read_d4rl_hdf5, read_d4rl_metadata
 from offrl_jax.generation import generate, get_profile, is_complete
 from offrl_jax.generation.behaviour import train_behaviour
-from offrl_jax.tasks import DATASET_KINDS, ENV_SPECS
+from offrl_jax.tasks import DATASET_KINDS
 
 TINY = get_profile("tiny")
 
@@ -23,26 +24,13 @@ def hopper_tiny(tmp_path_factory):
 def test_tiny_generation_makes_five_valid_datasets(hopper_tiny):
     _, paths = hopper_tiny
     assert set(paths) == set(DATASET_KINDS)
-    done = ENV_SPECS["hopper"].termination_fn
     datasets = {kind: read_d4rl_hdf5(path, env="hopper") for kind, path in paths.items()}
     for kind, data in datasets.items():
         expected = {"medium-expert": 2 * TINY.dataset_size,
                     "medium-replay": None}.get(kind, TINY.dataset_size)
         if expected is not None:
             assert data.size == expected, kind
-        terminals = np.asarray(data.terminals) > 0.5
-        timeouts = np.asarray(data.timeouts) > 0.5
-        # Terminals exactly where the next state is a fall.
-        np.testing.assert_array_equal(terminals, np.asarray(done(data.next_observations)))
-        assert not np.any(terminals & timeouts)
-        # Every episode ends in a terminal or a time-out, and only its last row does.
-        ids = np.asarray(data.episode_ids)
-        last_of_episode = np.append(ids[1:] != ids[:-1], True)
-        np.testing.assert_array_equal(last_of_episode, terminals | timeouts)
-        # Within an episode, next_observations[i] == observations[i + 1].
-        same = ~last_of_episode[:-1]
-        np.testing.assert_array_equal(np.asarray(data.next_observations)[:-1][same],
-                                      np.asarray(data.observations)[1:][same])
+        assert_d4rl_layout(data, "hopper")
     # Time-outs only at the horizon, at the data budget's cut (the last row), or, for the
     # replay buffer, at the training segments' ends.
     for kind in ("random", "medium", "expert"):

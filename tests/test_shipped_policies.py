@@ -10,6 +10,7 @@ import shutil
 
 import numpy as np
 import pytest
+from layout import assert_d4rl_layout
 
 from offrl_jax.data import DatasetError, read_d4rl_hdf5, read_d4rl_metadata
 from offrl_jax.generation import generate, get_profile, policies
@@ -111,22 +112,13 @@ def small_hopper(tmp_path_factory):
 def test_generated_datasets_have_the_layout_flags_and_versioned_ids(small_hopper):
     manifest = policies.load_manifest("hopper")
     version = manifest["data_version"]
-    done = ENV_SPECS["hopper"].termination_fn
     for kind, path in small_hopper.items():
         assert path.name == f"hopper-{kind}-{version}.hdf5"
         meta = read_d4rl_metadata(path)
         assert meta["dataset_id"] == f"hopper-{kind}-{version}" and "-v2" not in path.name
         assert meta["recipe"]["source"] == "shipped"
         data = read_d4rl_hdf5(path, env="hopper")
-        terminals = np.asarray(data.terminals) > 0.5
-        timeouts = np.asarray(data.timeouts) > 0.5
-        np.testing.assert_array_equal(terminals, np.asarray(done(data.next_observations)))
-        ids = np.asarray(data.episode_ids)
-        last_of_episode = np.append(ids[1:] != ids[:-1], True)
-        np.testing.assert_array_equal(last_of_episode, terminals | timeouts)
-        same = ~last_of_episode[:-1]
-        np.testing.assert_array_equal(np.asarray(data.next_observations)[:-1][same],
-                                      np.asarray(data.observations)[1:][same])
+        assert_d4rl_layout(data, "hopper")
         assert meta["statistics"]["transitions"] == data.size
     sizes = {k: read_d4rl_hdf5(p, env="hopper").size for k, p in small_hopper.items()}
     assert sizes["random"] == sizes["medium"] == sizes["expert"] == SMALL.dataset_size
