@@ -64,8 +64,7 @@ def parse_sweeps(items: list[str]) -> dict[str, list[float]]:
 def register(subparsers) -> None:
     bench = subparsers.add_parser("bench", help="run a benchmark sweep")
     bench.add_argument("--algos", nargs="+", default=None, choices=sorted(ALGORITHMS),
-                       help="default: the profile's algorithms (quick: armor bc combo iql "
-                            "mopo; full: all)")
+                       help="default: the profile's algorithms (all nine in quick and full)")
     bench.add_argument("--tasks", nargs="+", default=None,
                        help="task names, or NAME=ENV:PATH for your own D4RL file or Minari "
                             "directory (default: the profile's tasks)")
