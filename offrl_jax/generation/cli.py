@@ -52,6 +52,8 @@ def register(subparsers) -> None:
     export.add_argument("--work-dir", required=True)
     export.add_argument("--replay-every", type=int, default=10_000)
     export.add_argument("--eval-episodes", type=int, default=50)
+    export.add_argument("--candidates", type=int, default=5,
+                        help="expert candidates re-evaluated (medium: twice as many)")
     export.set_defaults(func=_export)
 
     train = data_sub.add_parser(
@@ -101,7 +103,7 @@ def _export(args) -> int:
     from offrl_jax.generation.export import export_behaviour
 
     path = export_behaviour(args.env, args.work_dir, replay_every=args.replay_every,
-                            eval_episodes=args.eval_episodes)
+                            eval_episodes=args.eval_episodes, candidates=args.candidates)
     print(f"wrote {path}")
     return 0
 
