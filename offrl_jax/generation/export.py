@@ -187,7 +187,8 @@ def plot_learning_curve(env: str, checkpoints: list[dict], chosen: dict, path: P
             ax.axhline(reference.normalized_mean, ls=":", lw=0.8, color="gray")
     ax.set_xlabel("env steps")
     ax.set_ylabel("normalized return")
-    ax.set_title(f"{env}: behaviour SAC (dotted: D4RL v2 medium / expert means)")
+    ax.set_title(f"{env}: behaviour SAC\n(dotted: D4RL v2 medium and expert dataset means)",
+                 fontsize=10)
     ax.legend(fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
