@@ -28,9 +28,9 @@ def collect_dataset(env: str, num_transitions: int, num_envs: int, seed: int,
     episode_counts = np.zeros(num_envs, np.int64)
     uniform = np.random.default_rng(np.random.SeedSequence([seed, 8]))
     key = jax.random.PRNGKey(seed)
-    policy = None
-    if act_fn is not None:
-        policy = jax.jit(lambda st, o, k: act_fn(st, o, k, False))
+    # Jitting act_fn itself (not a wrapper made here) lets every call with the same act_fn and
+    # shapes reuse one compiled policy, e.g. the many pieces of a medium-replay schedule.
+    policy = None if act_fn is None else jax.jit(act_fn, static_argnums=3)
 
     running = [[] for _ in range(num_envs)]  # per env: the transitions of its open episode
     finished: list[list[tuple]] = []
@@ -41,7 +41,8 @@ def collect_dataset(env: str, num_transitions: int, num_envs: int, seed: int,
         if policy is None:
             actions = uniform.uniform(-1.0, 1.0, (num_envs, spec.act_dim))
         else:
-            actions = np.asarray(policy(policy_state, obs, jax.random.fold_in(key, step)))
+            actions = np.asarray(policy(policy_state, obs, jax.random.fold_in(key, step),
+                                        False))
         next_obs, rewards, terminated, truncated = envs.step(actions)
         for i in range(num_envs):
             running[i].append((obs[i].copy(), actions[i], rewards[i], next_obs[i].copy(),

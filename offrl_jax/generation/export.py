@@ -23,8 +23,6 @@ writes ``offrl_jax/generation/policies/<env>/`` (layout in :mod:`offrl_jax.gener
 from __future__ import annotations
 
 import json
-import platform
-import subprocess
 from pathlib import Path
 
 import flax.serialization
@@ -55,53 +53,42 @@ def read_behaviour_run(work_dir: str | Path) -> tuple[dict, list[dict]]:
     return recipe, checkpoints
 
 
-def actor_state(env: str, actor_params, hidden_dims=(256, 256)) -> sac.SACState:
-    """A SAC state whose actor is ``actor_params`` (critics unused), for ``sac.act``."""
-    spec = get_env_spec(env)
-    state = sac.init(jax.random.PRNGKey(0), spec, sac.SACConfig(hidden_dims=tuple(hidden_dims)))
+def actor_state(env: str, actor_params, hidden_dims=(256, 256),
+                template: sac.SACState | None = None) -> sac.SACState:
+    """A SAC state whose actor is ``actor_params`` (critics unused), for ``sac.act``; pass a
+    ``template`` (an earlier result) to swap the actor without initialising another state."""
+    if template is None:
+        spec = get_env_spec(env)
+        template = sac.init(jax.random.PRNGKey(0), spec,
+                            sac.SACConfig(hidden_dims=tuple(hidden_dims)))
     params = jax.tree_util.tree_map(jnp.asarray, actor_params)
-    expected = jax.tree_util.tree_structure(state.actor_params)
+    expected = jax.tree_util.tree_structure(template.actor_params)
     if jax.tree_util.tree_structure(params) != expected:
         raise policies.PolicyFileError(
             f"{env}: actor parameters have structure {jax.tree_util.tree_structure(params)}, "
             f"expected {expected} (hidden_dims={tuple(hidden_dims)})")
-    return state.replace(actor_params=params)
+    return template.replace(actor_params=params)
+
+
+def actor_evaluator(env: str, episodes: int) -> Evaluator:
+    """One evaluator (compiled once) for any number of actors of ``env``, actions sampled."""
+    return Evaluator(env, sac.act, num_episodes=episodes, deterministic=False)
 
 
 def evaluate_actor(env: str, actor_params, episodes: int, seed: int,
-                   hidden_dims=(256, 256)) -> dict:
+                   hidden_dims=(256, 256), evaluator: Evaluator | None = None,
+                   template: sac.SACState | None = None) -> dict:
     """Sampled-action returns of one actor over ``episodes`` episodes: the summary stats."""
-    state = actor_state(env, actor_params, hidden_dims)
-    evaluator = Evaluator(env, lambda st, obs, key, det: sac.act(st, obs, key, det),
-                          num_episodes=episodes, deterministic=False)
+    state = actor_state(env, actor_params, hidden_dims, template)
+    evaluator = evaluator or actor_evaluator(env, episodes)
     result = evaluator(jax.tree_util.tree_map(lambda x: x[None], state),
                        jax.random.PRNGKey(seed))
-    returns = result.returns[0]
+    returns, normalized = result.returns[0], result.normalized[0]
     return {"episodes": int(episodes), "seed": int(seed),
             "return_mean": float(returns.mean()), "return_std": float(returns.std()),
-            "normalized_mean": float(normalized_score(env, returns).mean()),
-            "normalized_std": float(normalized_score(env, returns).std()),
+            "normalized_mean": float(normalized.mean()),
+            "normalized_std": float(normalized.std()),
             "length_mean": float(result.lengths[0].mean())}
-
-
-def _git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def _device() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{jax.default_backend()} ({cpu}, {jax.device_count()} device(s))"
 
 
 def choose_policies(env: str, checkpoints: list[dict], eval_episodes: int = 50,
@@ -115,11 +102,14 @@ def choose_policies(env: str, checkpoints: list[dict], eval_episodes: int = 50,
             raise KeyError(f"no D4RL medium target for {env!r}; pass medium_target")
         medium_target = reference.normalized_mean
     norm = [float(normalized_score(env, c["mean_return"])) for c in checkpoints]
+    evaluator = actor_evaluator(env, eval_episodes)
+    template = actor_state(env, checkpoints[0]["actor"], hidden_dims)
 
     def evaluated(indices):
         out = []
         for i in indices:
-            stats = evaluate_actor(env, checkpoints[i]["actor"], eval_episodes, seed, hidden_dims)
+            stats = evaluate_actor(env, checkpoints[i]["actor"], eval_episodes, seed,
+                                   hidden_dims, evaluator, template)
             log(f"  step {checkpoints[i]['env_steps']}: training eval {norm[i]:.1f}, "
                 f"re-evaluated {stats['normalized_mean']:.1f} +- {stats['normalized_std']:.1f}")
             out.append((i, stats))
@@ -218,19 +208,25 @@ def export_behaviour(env: str, work_dir: str | Path, root: str | Path | None = N
     for stale in out.glob("actor_*.npz"):
         stale.unlink()
 
+    written: dict[int, dict] = {}
+
     def write(ckpt) -> dict:
-        name = f"actor_{ckpt['env_steps']:07d}.npz"
-        digest = policies.save_actor(out / name, ckpt["actor"])
-        return {"file": name, "sha256": digest, "env_steps": ckpt["env_steps"],
-                "training_eval_return": ckpt["mean_return"]}
+        """Each snapshot is written once, however many pieces and roles use it."""
+        step = ckpt["env_steps"]
+        if step not in written:
+            name = f"actor_{step:07d}.npz"
+            written[step] = {"file": name, "sha256": policies.save_actor(out / name, ckpt["actor"]),
+                             "env_steps": step, "training_eval_return": ckpt["mean_return"]}
+        return dict(written[step])
 
     roles = {role: {**write(ckpt), "eval": stats} for role, (ckpt, stats) in chosen.items()}
     medium_steps = chosen["medium"][0]["env_steps"]
     pieces = replay_schedule(checkpoints, medium_steps, profile.start_steps, replay_every)
     schedule = [{"policy": None if p["policy"] is None else write(p["policy"]),
                  "env_steps": p["env_steps"], "transitions": p["transitions"]} for p in pieces]
-    from offrl_jax.generation.generate import versions
+    from offrl_jax.results.report import device_description, git_commit, library_versions
 
+    commit, dirty = git_commit()
     manifest = {
         "format": policies.MANIFEST_FORMAT,
         "env": env,
@@ -242,7 +238,8 @@ def export_behaviour(env: str, work_dir: str | Path, root: str | Path | None = N
             "hidden_dims": hidden_dims,
             "env_steps": checkpoints[-1]["env_steps"],
             "eval_episodes_per_checkpoint": profile.eval_episodes,
-            "versions": versions(), "commit": _git_commit(), "device": _device(),
+            "versions": library_versions(), "commit": commit,
+            "code_modified_since_commit": dirty, "device": device_description(),
         },
         "learning_curve": [[c["env_steps"], round(c["mean_return"], 3)] for c in checkpoints],
         "policies": roles,

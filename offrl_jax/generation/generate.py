@@ -23,8 +23,9 @@ recipe matches and whose arrays still match the checksum; ``force=True`` regener
 from __future__ import annotations
 
 import hashlib
-from importlib import metadata as importlib_metadata
+from collections.abc import Mapping
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -33,15 +34,19 @@ from offrl_jax.algorithms import sac
 from offrl_jax.data import (
     DatasetError,
     cache_dir,
+    episode_lengths,
+    episode_returns,
     generated_dataset_path,
     read_d4rl_hdf5,
     read_d4rl_metadata,
     write_d4rl_hdf5,
 )
+from offrl_jax.data.validate import derive_episode_ids
 from offrl_jax.generation import policies
 from offrl_jax.generation.behaviour import TRANSITION_KEYS, BehaviourRun, train_behaviour
 from offrl_jax.generation.collect import collect_dataset, concatenate_datasets
 from offrl_jax.generation.profiles import GenerationProfile, get_profile
+from offrl_jax.results.report import library_versions
 from offrl_jax.tasks import DATASET_KINDS, get_env_spec, normalized_score
 
 GENERATOR_VERSION = 2
@@ -55,17 +60,6 @@ def arrays_checksum(arrays) -> str:
         digest.update(key.encode())
         digest.update(value.tobytes())
     return digest.hexdigest()
-
-
-def versions() -> dict[str, str]:
-    names = ("offrl_jax", "jax", "jaxlib", "flax", "optax", "mujoco", "gymnasium", "numpy")
-    out = {}
-    for name in names:
-        try:
-            out[name] = importlib_metadata.version(name)
-        except importlib_metadata.PackageNotFoundError:
-            out[name] = "unknown"
-    return out
 
 
 FULL_SIZE = 1_000_000  # D4RL's transitions per random / medium / expert file
@@ -124,30 +118,19 @@ def is_complete(path: Path, recipe: dict) -> bool:
     return meta.get("checksum") == arrays_checksum(dataset.to_numpy())
 
 
-def _episode_returns(arrays) -> np.ndarray:
-    ids = arrays["episode_ids"]
-    return np.bincount(ids - ids.min(), weights=arrays["rewards"])
-
-
-def _with_episode_ids(arrays) -> dict:
-    if "episode_ids" in arrays:
-        return arrays
-    ends = np.maximum(arrays["terminals"], arrays["timeouts"]) > 0.5
-    return {**arrays, "episode_ids": np.concatenate([[0], np.cumsum(ends)[:-1]]).astype(np.int32)}
-
-
 def dataset_statistics(env: str, arrays) -> dict:
     """Transitions, episodes, mean +- std of the episodes' normalized returns, mean +- std of
-    their lengths (every episode counts, including one cut by the size budget)."""
-    arrays = _with_episode_ids(arrays)
-    ids = np.asarray(arrays["episode_ids"])
-    ids = ids - ids.min()
-    returns = np.bincount(ids, weights=np.asarray(arrays["rewards"], np.float64))
-    lengths = np.bincount(ids)
-    present = lengths > 0
-    returns, lengths = returns[present], lengths[present]
-    normalized = normalized_score(env, returns)
-    return {"transitions": int(ids.size), "episodes": int(lengths.size),
+    their lengths (every episode counts, including one cut by the size budget). ``arrays``: a
+    :class:`Dataset` or a mapping with ``rewards`` and ``episode_ids`` (or the flags they come
+    from)."""
+    if isinstance(arrays, Mapping):
+        ids = arrays.get("episode_ids")
+        if ids is None:
+            ids = derive_episode_ids(arrays["terminals"], arrays["timeouts"])
+        arrays = SimpleNamespace(rewards=arrays["rewards"], episode_ids=ids)
+    normalized = normalized_score(env, episode_returns(arrays))
+    lengths = episode_lengths(arrays)
+    return {"transitions": int(lengths.sum()), "episodes": int(lengths.size),
             "normalized_mean": float(normalized.mean()), "normalized_std": float(normalized.std()),
             "length_mean": float(lengths.mean()), "length_std": float(lengths.std())}
 
@@ -197,10 +180,15 @@ def record_reference_statistics(env: str, profile_name: str, paths: dict) -> Pat
     return policies.write_manifest(env, manifest)
 
 
-def _actor_policy_state(env: str, manifest: dict, actor_params):
+def _actor_policy_state(env: str, manifest: dict, actor_params, cache: dict):
+    """A SAC state acting with ``actor_params``; one state is initialised per call of
+    :func:`generate_env_datasets` (in ``cache``) and only its actor swapped afterwards."""
     from offrl_jax.generation.export import actor_state
 
-    return actor_state(env, actor_params, manifest["training"]["hidden_dims"])
+    state = actor_state(env, actor_params, manifest["training"]["hidden_dims"],
+                        cache.get("template"))
+    cache.setdefault("template", state)
+    return state
 
 
 def _shipped_collect(env: str, kind: str, profile: GenerationProfile, seed: int,
@@ -215,7 +203,8 @@ def _shipped_collect(env: str, kind: str, profile: GenerationProfile, seed: int,
             cache[role] = collect_dataset(
                 env, profile.dataset_size, profile.collect_envs,
                 seed * 100 + (2 if role == "medium" else 3), act_fn=sac.act,
-                policy_state=_actor_policy_state(env, manifest, params), progress=progress,
+                policy_state=_actor_policy_state(env, manifest, params, cache),
+                progress=progress,
                 desc=f"{env}-{role}")
         return cache[role]
 
@@ -243,7 +232,7 @@ def _shipped_collect(env: str, kind: str, profile: GenerationProfile, seed: int,
                                          piece["policy"]["sha256"])
             parts.append(collect_dataset(
                 env, count, 1, seed * 100 + 50_000 + i, act_fn=sac.act,
-                policy_state=_actor_policy_state(env, manifest, params), progress=False))
+                policy_state=_actor_policy_state(env, manifest, params, cache), progress=False))
         bar.update(1)
     bar.close()
     return (concatenate_datasets(*parts),
@@ -294,7 +283,9 @@ def generate_env_datasets(env: str, profile: str | GenerationProfile = "quick", 
             policy, behaviour = "uniform random actions", {}
         else:
             arrays, policy, behaviour = make(kind)
-        arrays = _with_episode_ids(arrays)
+        if "episode_ids" not in arrays:
+            arrays = {**arrays, "episode_ids": derive_episode_ids(arrays["terminals"],
+                                                                  arrays["timeouts"])}
         stats = dataset_statistics(env, arrays)
         reference = reference_statistics(env, kind, profile)  # any seed: same statistics
         problems = compare_statistics(stats, reference) if reference else []
@@ -310,14 +301,12 @@ def generate_env_datasets(env: str, profile: str | GenerationProfile = "quick", 
             "recipe": _recipe(env, kind, profile, seed),
             "dataset_id": dataset_id(env, kind, version),
             "data_version": version,
-            "versions": versions(),
+            "versions": library_versions(),
             "policy": policy,
             "behaviour": behaviour,
             "statistics": stats,
             "reference_check": ("no reference" if reference is None
                                 else "; ".join(problems) or "matches"),
-            "dataset_episode_return_mean": float(_episode_returns(arrays).mean()),
-            "dataset_episodes": stats["episodes"],
             "checksum": arrays_checksum(arrays),
         }
         write_d4rl_hdf5(paths[kind], arrays, metadata=meta)

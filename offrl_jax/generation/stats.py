@@ -38,7 +38,7 @@ def stats_row(name: str, env: str, kind: str, stats: dict | None) -> str:
 def file_statistics(env: str, path: str | Path) -> dict:
     path = Path(path)
     data = read_minari(path, env=env) if path.is_dir() else read_d4rl_hdf5(path, env=env)
-    return dataset_statistics(env, data.to_numpy())
+    return dataset_statistics(env, data)
 
 
 def stats_table(envs, profile: str, files=()) -> str:
@@ -52,7 +52,7 @@ def stats_table(envs, profile: str, files=()) -> str:
             if path.is_file():
                 meta = read_d4rl_metadata(path)
                 stats = meta.get("statistics") or dataset_statistics(
-                    env, read_d4rl_hdf5(path, env=env).to_numpy())
+                    env, read_d4rl_hdf5(path, env=env))
                 name = meta.get("dataset_id", name)
             rows.append(stats_row(f"{name} ({profile})", env, kind, stats))
     for item in files:

@@ -37,30 +37,61 @@ def write_text_atomic(path: Path, text: str) -> None:
         tmp.write_text(text)
 
 
-def provenance(profile: str, argv: list[str] | None = None) -> dict:
-    import jax
+LIBRARIES = ("offrl_jax", "jax", "jaxlib", "flax", "optax", "mujoco", "mujoco-mjx", "gymnasium",
+             "numpy")
 
+
+def library_versions() -> dict[str, str]:
+    """Installed versions of the libraries that decide the numbers ("unknown" when absent)."""
     versions = {}
-    for name in ("offrl_jax", "jax", "jaxlib", "flax", "optax", "mujoco", "mujoco-mjx",
-                 "gymnasium", "numpy"):
+    for name in LIBRARIES:
         try:
             versions[name] = importlib_metadata.version(name)
         except importlib_metadata.PackageNotFoundError:
             versions[name] = "unknown"
-    commit, dirty = "unknown", None
+    return versions
+
+
+def git_commit() -> tuple[str, bool | None]:
+    """``(commit, code modified since it)`` of the package's checkout (``"unknown"``, None
+    outside a git checkout)."""
     try:
         git = dict(capture_output=True, text=True, cwd=Path(__file__).parent, check=True)
         commit = subprocess.run(["git", "rev-parse", "HEAD"], **git).stdout.strip()
         # Tracked files edited since that commit: the run's code is not exactly the commit's.
         dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no",
                                      "--", str(Path(__file__).parents[1])], **git).stdout.strip())
+        return commit, dirty
     except (OSError, subprocess.CalledProcessError):
-        pass
+        return "unknown", None
+
+
+def device_description() -> str:
+    """``gpu (NVIDIA H200)``, or on a CPU its model: ``cpu (AMD EPYC)``."""
+    import jax
+
     device = jax.devices()[0]
+    kind = getattr(device, "device_kind", "") or ""
+    if device.platform == "cpu":
+        kind = platform.processor() or platform.machine() or kind
+        try:
+            for line in Path("/proc/cpuinfo").read_text().splitlines():
+                if line.startswith("model name"):
+                    kind = line.split(":", 1)[1].strip()
+                    break
+        except OSError:
+            pass
+    return f"{device.platform} ({kind})"
+
+
+def provenance(profile: str, argv: list[str] | None = None) -> dict:
+    import jax
+
+    commit, dirty = git_commit()
     return {
         "profile": profile, "argv": argv or [], "commit": commit,
-        "code_modified_since_commit": dirty, "versions": versions,
-        "device": f"{device.platform} ({getattr(device, 'device_kind', '')})",
+        "code_modified_since_commit": dirty, "versions": library_versions(),
+        "device": device_description(),
         "device_count": jax.device_count(), "python": platform.python_version(),
         "host": platform.node(),
     }
