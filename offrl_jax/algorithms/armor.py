@@ -12,7 +12,7 @@ reference policy pi_ref (behaviour cloning). Per update k:
        l_i = E_DM[f_i(s, pi(s)) - f_i(s, pi_ref(s))] + beta * E^w_DM(f_i, M, pi)
              + lambda * E_Dreal(M)
 
-   written ``l_i / beta`` when beta > 1 (as ATAC). E^w mixes TD and residual errors with weight
+   written ``l_i / beta`` when beta > 1 (as ATAC) (:func:`adversary_loss`). E^w mixes TD and residual errors with weight
    w (:func:`offrl_jax.algorithms.atac.bellman_error`); its (r, s') come from the model, so its
    gradient reaches the model. E_D(M) is the poster's fit: Gaussian NLL of s' plus
    ``(R_M(s, a) - r)^2 / V_max^2`` (plus the pretraining's log-variance bound term). The model
@@ -20,14 +20,16 @@ reference policy pi_ref (behaviour cloning). Per update k:
    target follows with rate tau;
 6. the actor (slow rate) minimises (5) ``-E[f_1(s, pi(s)) - f_1(s, pi_ref(s))]`` over the D_M
    states, with ATAC's entropy term (:func:`offrl_jax.algorithms.atac.actor_step`; the poster's
-   (5) has none: ``fixed_alpha=0`` removes it, which of the two the paper ran is to verify);
+   (5) has none: ``fixed_alpha=0`` removes it, which of the two the paper ran is to verify)
+   (:func:`update`);
 7-8. every H steps the model states of pi and pi_ref restart from the real minibatch's states;
    the pairs (s, pi(s)) and (s, pi_ref(s)) join D_model and the states advance one detached model
    step.
 
 Steps 7-8 cost two policy calls and one model call on B states, so they run inside every update
 with arithmetic masking (``jnp.where`` on the reset flag), no ``lax.cond`` and no refresh hook:
-under the Trainer's vmapped scan both would run every step anyway (REFERENCE s.5, mistake 7).
+under the Trainer's vmapped scan both would run every step anyway
+(``docs/algorithms.md#pitfalls``).
 They run at the START of update k (reset when ``k % H == 0``, from update k's real minibatch),
 before D_model is sampled: the same policy and model as at the end of update k - 1, so the same
 algorithm, except that update k may sample the pairs it has just added. Two reasons: D_model is
@@ -35,21 +37,21 @@ never empty when sampled (no special first step), and the buffer write comes bef
 XLA updates the ring in place; write-after-read, with the written states independent of the read
 batch, made XLA copy the whole ring every update (half the update time at 1M entries on a CPU).
 
-``lambda`` is a separate weight here, as in shared/REFERENCE.md and the issue; the poster writes
+``lambda`` is a separate weight here; the poster writes
 ``beta * (E^w + lambda_p * E(M))``, i.e. ``lambda = beta * lambda_p``. With beta = 0 and lambda =
 0 the loss does not depend on the model (the relative term only reads D_M's states), so the model
 stays put; beta = 0 and lambda > 0 is maximum-likelihood fitting on real data alone.
 
 Initialisation (:func:`init`, all compiled): pi and pi_ref from ATAC's warm start (behaviour cloning
 plus a Bellman fit of the critics on real data; pi starts AS pi_ref); the model pretrained by
-maximum likelihood with :func:`offrl_jax.models.ensemble.train_ensemble` (one member, no
-bootstrap; :func:`pretrain`, keyed like the model-based algorithms' ensembles by
-:func:`offrl_jax.algorithms.model_based.model_key`, so the training loop can fit it once per seed
-and reuse it across runs); D_model empty.
+maximum likelihood (the dynamics part, :mod:`offrl_jax.parts.dynamics`, with one member and no
+bootstrap, keyed like the model-based algorithms' ensembles, so the training loop can fit it once
+per seed and reuse it across runs); D_model empty.
 
 Conventions of ours, where the poster is silent:
 - a rollout state whose model transition is terminal (the task's termination function, or not
-  finite) restarts from the real minibatch's state at once (REFERENCE s.5, mistake 6); D_M marks
+  finite) restarts from the real minibatch's state at once (``docs/algorithms.md#pitfalls``);
+  D_M marks
   such transitions terminal, so f is not bootstrapped past them;
 - the next action a' ~ pi(s'_M) in the Bellman error is a function of s'_M, so the model's
   gradient also flows through pi's input;
@@ -57,7 +59,8 @@ Conventions of ours, where the poster is silent:
   entries that is 108 MB per seed for hopper (27 floats a row), 928 MB for ant.
 
 Defaults marked (to verify) are recalled, not checked against the paper: fast lr 5e-4, slow lr
-5e-7, horizon 10, beta, lambda, w, the buffer size, batch sizes and the warm-start length.
+5e-7, horizon 10, beta, lambda, w, the buffer size, batch sizes and the warm-start length
+(``docs/algorithms.md#armor``).
 """
 
 from __future__ import annotations
@@ -71,22 +74,24 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from offrl_jax.algorithms import atac, model_based, sac
-from offrl_jax.algorithms.base import Algorithm, config_subset
+from offrl_jax.algorithms import atac
+from offrl_jax.algorithms.base import Algorithm
 from offrl_jax.data import Dataset, sample_batch
 from offrl_jax.models import buffer as model_buffer
 from offrl_jax.models import ensemble
+from offrl_jax.parts import dynamics, sac
 
 
 @dataclasses.dataclass(frozen=True)
 class ArmorConfig:
-    # Agent: actor pi, twin critics, temperature (ATAC's networks and rates).
-    hidden_dims: tuple[int, ...] = (256, 256, 256)
-    actor_lr: float = 5e-7  # slow (to verify)
-    critic_lr: float = 5e-4  # fast (to verify)
+    # Agent: actor pi, twin critics, temperature (ATAC's networks and rates); slow actor lr,
+    # fast critic lr (to verify).
+    agent: sac.Config = sac.Config(hidden_dims=(256, 256, 256), actor_lr=5e-7, critic_lr=5e-4,
+                                   alpha_lr=5e-4, tau=5e-3)
+    # The single dynamics model M: maximum likelihood pretraining (MBPO's 4 x 200 network).
+    dynamics: dynamics.Config = dynamics.Config(members=1, elites=1, bootstrap=False,
+                                                weight_decays=dynamics.PAPER_WEIGHT_DECAYS)
     model_lr: float = 5e-4  # fast: the model is part of the adversary (to verify)
-    alpha_lr: float = 5e-4
-    target_entropy: float | None = None  # None: -act_dim
     fixed_alpha: float | None = None  # None: automatic temperature; 0.0: no entropy term
     # Adversary loss (4): relative + beta * E^w + lambda * E_D(M).
     beta: float = 3.0  # (to verify)
@@ -94,8 +99,6 @@ class ArmorConfig:
     residual_weight: float = 0.5  # w: E^w = (1 - w) TD + w residual (to verify)
     v_max: float | None = None  # E_D(M)'s reward term scale; None: max|r| / (1 - gamma)
     norm_constraint: float = 100.0
-    gamma: float = 0.99
-    tau: float = 5e-3
     # Data: real and model minibatches, model rollouts.
     batch_size: int = 256  # real minibatch, also the number of model states per policy
     model_batch_size: int = 256  # D_model minibatch (to verify)
@@ -104,11 +107,6 @@ class ArmorConfig:
     # Initialisation: warm start (BC = pi_ref, critic fit) and model pretraining.
     warmstart_steps: int = 100_000  # (to verify)
     warmstart_lr: float = 5e-4
-    model_hidden_sizes: tuple[int, ...] = (200, 200, 200, 200)
-    model_weight_decays: tuple[float, ...] = (2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4)
-    model_pretrain_lr: float = 1e-3
-    model_max_epochs: int = 1000
-    model_patience: int = 5
 
     def __post_init__(self):
         if self.rollout_horizon < 1 or self.model_buffer_capacity < 1:
@@ -116,15 +114,9 @@ class ArmorConfig:
         if min(self.beta, self.model_fit_weight) < 0 or not 0 <= self.residual_weight <= 1:
             raise ValueError("ArmorConfig: beta and model_fit_weight must be >= 0 and "
                              "residual_weight in [0, 1]")
-
-    def atac_config(self) -> atac.ATACConfig:
-        return config_subset(atac.ATACConfig, self)
-
-    def model_config(self) -> ensemble.EnsembleConfig:
-        return ensemble.EnsembleConfig(
-            num_members=1, num_elites=1, hidden_sizes=self.model_hidden_sizes,
-            weight_decays=self.model_weight_decays, learning_rate=self.model_pretrain_lr,
-            bootstrap=False, max_epochs=self.model_max_epochs, patience=self.model_patience)
+        if self.dynamics.members != 1:
+            raise ValueError(f"ArmorConfig: dynamics.members must be 1 (ARMOR's single model), "
+                             f"found {self.dynamics.members}")
 
 
 @flax.struct.dataclass
@@ -134,7 +126,7 @@ class ArmorState:
     model_buffer: D_model; rollout_obs ``(2, batch_size, obs)``: the current model states of pi
     (row 0) and pi_ref (row 1); reward_fit_scale: 1 / V_max^2 of E_D(M)."""
 
-    agent: sac.SACState
+    agent: sac.State
     ref_actor_params: dict
     model: ensemble.EnsembleState
     model_opt: optax.OptState
@@ -200,18 +192,6 @@ def expand_model_data(state: ArmorState, reset_obs, key, reset) -> ArmorState:
     return state.replace(model_buffer=buffer, rollout_obs=jax.lax.stop_gradient(rollout_obs))
 
 
-def pretrain(key, spec, config: ArmorConfig, dataset) -> ensemble.EnsembleState:
-    """``Algorithm.pretrain``: the model ``init(key, spec, config, dataset)`` would train
-    (maximum likelihood, ``config.model_config()``, one member)."""
-    return model_based.fit_model(key, spec, dataset, config.model_config())
-
-
-def pretrain_id(config: ArmorConfig) -> str:
-    """``Algorithm.pretrain_id``: the model settings (one member, no bootstrap), so it differs
-    from the ensembles' ids and changes with any ``model_*`` field."""
-    return model_based.model_pretrain_id(config.model_config())
-
-
 def init(key, spec, config: ArmorConfig = ArmorConfig(), dataset=None,
          pretrained=None) -> ArmorState:
     """``spec`` needs ``obs_dim``, ``act_dim`` and ``termination_fn`` (an ``EnvSpec``).
@@ -220,13 +200,12 @@ def init(key, spec, config: ArmorConfig = ArmorConfig(), dataset=None,
     if dataset is None:
         raise ValueError("armor.init needs the dataset (model pretraining and pi_ref)")
     agent_key, warm_key = jax.random.split(key)
-    atac_config = config.atac_config()
-    agent = sac.init(agent_key, spec, atac_config.sac_config())
+    agent = sac.init(agent_key, spec, config.agent)
     if config.warmstart_steps > 0:
-        agent, _ = atac.warm_start(agent, atac_config, dataset, warm_key, config.warmstart_steps)
-    model = pretrain(key, spec, config, dataset) if pretrained is None else pretrained
+        agent, _ = atac.warm_start(agent, config, dataset, warm_key, config.warmstart_steps)
+    model = dynamics.fit_or_take(key, spec, dataset, config.dynamics, pretrained)
     if config.v_max is None:
-        v_max = jnp.max(jnp.abs(dataset.rewards)) / (1.0 - config.gamma)
+        v_max = jnp.max(jnp.abs(dataset.rewards)) / (1.0 - config.agent.gamma)
     else:
         v_max = jnp.asarray(config.v_max, jnp.float32)
     reward_fit_scale = 1.0 / jnp.maximum(jnp.square(v_max), 1e-12)
@@ -290,8 +269,8 @@ def adversary_loss(state: ArmorState, critic_params, model_params, batch: Advers
                          jnp.concatenate([batch.act, batch.pi_act, batch.ref_act, next_act]))
     q, q_pi, q_ref, q_next = (q_all[:, i * size:(i + 1) * size] for i in range(4))
     target_next = sac.q_values(agent, agent.target_critic_params, next_obs, next_act).min(0)
-    bellman = atac.bellman_error(q, q_next, target_next, rewards, terminals, config.gamma,
-                                 config.residual_weight)
+    bellman = atac.bellman_error(q, q_next, target_next, rewards, terminals,
+                                 config.agent.gamma, config.residual_weight)
     relative = jnp.mean(q_pi - q_ref, axis=-1)
     fit, (nll, reward_error) = model_fit(model, model_params, batch.real,
                                          state.reward_fit_scale)
@@ -304,6 +283,7 @@ def adversary_loss(state: ArmorState, critic_params, model_params, batch: Advers
 
 
 def update(state: ArmorState, dataset, key):
+    """One iteration k of Algorithm 1 (steps 3-8)."""
     config, model = state.config, state.model
     real_key, expand_key, batch_key, next_key, actor_key = jax.random.split(key, 5)
     real = sample_batch(dataset, real_key, config.batch_size)
@@ -338,7 +318,7 @@ def reference_act(state: ArmorState, obs, key, deterministic: bool = True):
                    deterministic)
 
 
-# The ARMOR paper's per-dataset settings are not in shared/REFERENCE.md; the defaults above apply
-# to every task until they are checked.
-ALGORITHM = Algorithm("armor", ArmorConfig, init, update, act, pretrain=pretrain,
-                      pretrain_id=pretrain_id)
+# The ARMOR paper's per-dataset settings are not checked yet; the defaults above apply to every
+# task (docs/algorithms.md#armor).
+ALGORITHM = Algorithm("armor", ArmorConfig, init, update, act, pretrain=dynamics.pretrain,
+                      pretrain_id=dynamics.pretrain_id)

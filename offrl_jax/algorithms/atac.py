@@ -13,15 +13,16 @@ A Stackelberg game between a slow actor and a fast, relatively pessimistic criti
 - init warm-starts (:func:`warm_start`): ``warmstart_steps`` of behaviour cloning (``bc.update``)
   and, in the same ``lax.scan``, a Bellman fit of the critics to that policy.
 
-Settings from shared/REFERENCE.md s.3 and the public lightATAC code (facts only): fast rate 5e-4
-for critics and temperature, slow rate 5e-7 for the actor, beta 3 (3 to 16 in the paper), w 0.5,
+Settings from the paper and the public lightATAC code (``docs/algorithms.md#atac``): fast rate
+5e-4 for critics and temperature, slow rate 5e-7 for the actor, beta 3 (3 to 16 in the paper), w 0.5,
 tau 5e-3, 3x256 networks, 100k warm-start steps at the fast rate. Choices of ours: the warm start
 projects the critics too (so every critic the game sees lies in the norm ball), and the BC part
 is plain maximum likelihood (``bc.update``) without lightATAC's entropy bonus.
 
 The pieces ARMOR shares (:func:`bellman_error`, :func:`critic_step`, :func:`actor_step`,
-:func:`warm_start`) take the inner :class:`~offrl_jax.algorithms.sac.SACState`, which holds the
-actor, the twin critics, their targets and the temperature.
+:func:`warm_start`) take the agent's :class:`~offrl_jax.parts.sac.State`, which holds the actor, the
+twin critics, their targets and the temperature, and a config with ATAC's fields (``agent``,
+``batch_size``, ``residual_weight``, ``norm_constraint``, ``fixed_alpha``, ``warmstart_lr``).
 """
 
 from __future__ import annotations
@@ -33,35 +34,29 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from offrl_jax.algorithms import bc, sac
+from offrl_jax.algorithms import bc
 from offrl_jax.algorithms.base import Algorithm
 from offrl_jax.data import sample_batch
+from offrl_jax.parts import sac
 
 
 @dataclasses.dataclass(frozen=True)
 class ATACConfig:
-    hidden_dims: tuple[int, ...] = (256, 256, 256)
-    actor_lr: float = 5e-7  # slow
-    critic_lr: float = 5e-4  # fast
-    alpha_lr: float = 5e-4  # lightATAC tunes the temperature at the fast rate
+    # Slow actor, fast critics; lightATAC tunes the temperature at the fast rate.
+    agent: sac.Config = sac.Config(hidden_dims=(256, 256, 256), actor_lr=5e-7, critic_lr=5e-4,
+                                   alpha_lr=5e-4, tau=5e-3)
     beta: float = 3.0
     residual_weight: float = 0.5  # w in E = (1 - w) TD + w residual
     norm_constraint: float = 100.0
-    gamma: float = 0.99
-    tau: float = 5e-3
     batch_size: int = 256
-    target_entropy: float | None = None  # None: -act_dim
     fixed_alpha: float | None = None  # None: automatic temperature; 0.0: no entropy term
     warmstart_steps: int = 100_000
     warmstart_lr: float = 5e-4
 
-    def sac_config(self) -> sac.SACConfig:
-        return sac.config_from(self)  # twin critics, initial alpha 1: SAC's defaults
-
 
 @flax.struct.dataclass
 class ATACState:
-    agent: sac.SACState
+    agent: sac.State
     config: ATACConfig = flax.struct.field(pytree_node=False)
 
 
@@ -111,7 +106,7 @@ def bellman_error(q, q_next, target_next, rewards, terminals, gamma: float,
     return (1.0 - residual_weight) * td + residual_weight * residual
 
 
-def critic_step(agent: sac.SACState, grads, max_norm: float) -> sac.SACState:
+def critic_step(agent: sac.State, grads, max_norm: float) -> sac.State:
     """One fast step of the critics, the L2 projection of their layers, the target update."""
     _, critic_tx, _ = sac.optimizers(agent.config)
     updates, critic_opt = critic_tx.update(grads, agent.critic_opt, agent.critic_params)
@@ -121,7 +116,7 @@ def critic_step(agent: sac.SACState, grads, max_norm: float) -> sac.SACState:
                              agent, critic_params, agent.target_critic_params))
 
 
-def actor_step(agent: sac.SACState, config, obs, key):
+def actor_step(agent: sac.State, config, obs, key):
     """One temperature step, then one slow actor step maximising the first critic's
     ``f_1(s, pi(s))`` plus entropy (``normalized_sum(-f_1, -entropy, alpha)``).
 
@@ -157,7 +152,7 @@ def actor_step(agent: sac.SACState, config, obs, key):
                    "entropy": entropy}
 
 
-def warm_start(agent: sac.SACState, config, dataset, key, num_steps: int):
+def warm_start(agent: sac.State, config, dataset, key, num_steps: int):
     """``num_steps`` of behaviour cloning of the actor and a Bellman fit of the critics to that
     policy (the ``residual_weight`` mix, no pessimism), in one ``lax.scan``.
 
@@ -165,7 +160,8 @@ def warm_start(agent: sac.SACState, config, dataset, key, num_steps: int):
     step. Returns the agent with new actor, critic and target parameters (optimizer states of
     the main phase untouched) and the last step's metrics.
     """
-    bc_config = bc.BCConfig(hidden_dims=config.hidden_dims, learning_rate=config.warmstart_lr,
+    bc_config = bc.BCConfig(hidden_dims=config.agent.hidden_dims,
+                            learning_rate=config.warmstart_lr,
                             batch_size=config.batch_size)
     bc_state = bc.BCState(agent.actor_params, optax.adam(config.warmstart_lr).init(
         agent.actor_params), jnp.zeros((), jnp.int32), bc_config, agent.act_dim)
@@ -185,14 +181,15 @@ def warm_start(agent: sac.SACState, config, dataset, key, num_steps: int):
             q = sac.q_values(agent, params, batch.observations, batch.actions)
             q_next = sac.q_values(agent, params, batch.next_observations, next_act)
             return jnp.sum(bellman_error(q, q_next, target_next, batch.rewards,
-                                         batch.terminals, config.gamma,
+                                         batch.terminals, config.agent.gamma,
                                          config.residual_weight))
 
         loss, grads = jax.value_and_grad(loss_fn)(critic_params)
         updates, critic_opt = critic_tx.update(grads, critic_opt, critic_params)
         critic_params = project_l2(optax.apply_updates(critic_params, updates),
                                    config.norm_constraint)
-        target_params = optax.incremental_update(critic_params, target_params, config.tau)
+        target_params = optax.incremental_update(critic_params, target_params,
+                                                  config.agent.tau)
         metrics = {"warmstart_bc_nll": bc_metrics["nll"], "warmstart_bellman": loss}
         return (bc_state, critic_params, target_params, critic_opt), metrics
 
@@ -207,7 +204,7 @@ def warm_start(agent: sac.SACState, config, dataset, key, num_steps: int):
 
 def init(key, spec, config: ATACConfig = ATACConfig(), dataset=None) -> ATACState:
     init_key, warm_key = jax.random.split(key)
-    agent = sac.init(init_key, spec, config.sac_config())
+    agent = sac.init(init_key, spec, config.agent)
     if config.warmstart_steps > 0:
         if dataset is None:
             raise ValueError("atac.init: warmstart_steps > 0 needs the dataset "
@@ -233,7 +230,7 @@ def update(state: ATACState, dataset, key):
                              jnp.concatenate([batch.actions, next_act, pi_act]))
         q, q_next, q_pi = q_all[:, :size], q_all[:, size:2 * size], q_all[:, 2 * size:]
         bellman = bellman_error(q, q_next, target_next, batch.rewards, batch.terminals,
-                                config.gamma, config.residual_weight)
+                                config.agent.gamma, config.residual_weight)
         pessimism = jnp.mean(q_pi - q, axis=-1)
         loss = jnp.sum(normalized_sum(pessimism, bellman, config.beta))
         return loss, (bellman, pessimism, q)
@@ -252,6 +249,6 @@ def act(state: ATACState, obs, key, deterministic: bool = True):
     return sac.act(state.agent, obs, key, deterministic)
 
 
-# Per-dataset beta of the ATAC paper is not in shared/REFERENCE.md (only "3 to 16"); the
-# lightATAC default (3.0) applies everywhere until those values are checked.
+# The paper chooses beta per dataset; the lightATAC default (3.0) applies everywhere until
+# those values are checked (docs/algorithms.md#atac).
 ALGORITHM = Algorithm("atac", ATACConfig, init, update, act)

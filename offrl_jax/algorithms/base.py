@@ -1,4 +1,11 @@
-"""The algorithm interface the training loop and runner rely on."""
+"""The algorithm interface the training loop and runner rely on, and configs addressed by path.
+
+An algorithm's config is a frozen dataclass whose fields are settings or its parts' configs
+(:mod:`offrl_jax.parts`): ``mopo.MOPOConfig().rollouts.horizon``. A setting's *path* is its
+dotted name from the algorithm's config (``rollouts.horizon``, ``agent.actor_lr``,
+``penalty_coef``); overrides and per-task tables address settings by path, and a path that does
+not exist, or a value of the wrong kind, is a :class:`ConfigError` naming the valid paths.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +14,90 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 
-def config_subset(cls: type, config):
-    """A ``cls`` dataclass built from the fields of ``config`` that it shares by name; the
-    fields ``config`` lacks keep ``cls``'s defaults (an algorithm's SAC or ATAC part)."""
-    names = [f.name for f in dataclasses.fields(cls)]
-    return cls(**{name: getattr(config, name) for name in names if hasattr(config, name)})
+class ConfigError(ValueError):
+    """An override or per-task setting names no setting of a config, or has the wrong kind of
+    value."""
+
+
+def config_paths(config) -> dict[str, Any]:
+    """``{path: value}`` of every setting of ``config`` (a config instance), parts flattened:
+    ``{"agent.actor_lr": 1e-4, ..., "penalty_coef": 1.0}``."""
+    out = {}
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if dataclasses.is_dataclass(value):
+            out.update({f"{field.name}.{path}": v for path, v in config_paths(value).items()})
+        else:
+            out[field.name] = value
+    return out
+
+
+def _check_kind(where: str, field: dataclasses.Field, current, value):
+    """``value`` converted to the setting's kind (int to float, list to tuple), or a
+    :class:`ConfigError`. The kind comes from the field's annotation (``float | None``)."""
+    annotation = field.type if isinstance(field.type, str) else getattr(
+        field.type, "__name__", str(field.type))
+    kinds = [part.strip() for part in annotation.split("|")]
+    if value is None:
+        if "None" in kinds:
+            return None
+        raise ConfigError(f"{where}: expected {annotation}, found None")
+    base = kinds[0]
+    if isinstance(value, list):
+        value = tuple(value)
+    if base == "bool":
+        ok = isinstance(value, bool)
+    elif base == "int":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif base == "float":
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif base == "str":
+        ok = isinstance(value, str)
+    elif base.startswith("tuple"):
+        ok = isinstance(value, tuple)
+    else:
+        ok = isinstance(value, type(current))
+    if not ok:
+        hint = " (a tuple: write 64,64 or 64, for one entry)" if base.startswith("tuple") else ""
+        raise ConfigError(f"{where}: expected {annotation}{hint}, found {value!r} "
+                          f"({type(value).__name__})")
+    return value
+
+
+def replace_path(config, path: str, value, where: str = ""):
+    """``config`` with the setting at ``path`` set to ``value`` (checked against the field's
+    annotation). Raises :class:`ConfigError` naming the valid paths when there is no such
+    setting, or when ``path`` names a part rather than one of its settings."""
+    where = where or path
+    head, _, rest = path.partition(".")
+    fields = {f.name: f for f in dataclasses.fields(config)}
+    if head not in fields:
+        raise ConfigError(f"{where}: {type(config).__name__} has no setting {head!r}; valid "
+                          f"paths: {', '.join(sorted(config_paths(config)))}")
+    current = getattr(config, head)
+    if dataclasses.is_dataclass(current):
+        if not rest:
+            raise ConfigError(f"{where}: {head!r} is a part; set one of its settings: "
+                              f"{', '.join(f'{head}.{p}' for p in sorted(config_paths(current)))}")
+        return dataclasses.replace(config, **{head: replace_path(current, rest, value, where)})
+    if rest:
+        raise ConfigError(f"{where}: {head!r} is a setting, not a part; valid paths: "
+                          f"{', '.join(sorted(config_paths(config)))}")
+    try:
+        return dataclasses.replace(config, **{head: _check_kind(where, fields[head], current,
+                                                                 value)})
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as error:  # the config's own checks (__post_init__)
+        raise ConfigError(f"{where}={value!r}: {error}") from None
+
+
+def apply_overrides(config, overrides: Mapping[str, Any], where: str = ""):
+    """``config`` with every ``{path: value}`` of ``overrides`` set, in order."""
+    for path, value in overrides.items():
+        config = replace_path(config, path, value, f"{where}{path}")
+    return config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,7 +106,7 @@ class Algorithm:
     (state, metrics)`` samples its own minibatches; ``act(state, obs, key, deterministic)``.
 
     ``refresh(state, dataset, key) -> state``, when given, is periodic work (model rollouts) run
-    every ``config.refresh_every`` updates, outside the inner update scan.
+    every ``config.rollouts.refresh_every`` updates, outside the inner update scan.
 
     ``pretrain(key, spec, config, dataset) -> pytree``, when given, is the costly part of
     ``init`` that other algorithms and later runs can share (a dynamics model): for the key
@@ -47,13 +133,19 @@ class Algorithm:
             raise ValueError(f"{self.name}: pretrain and pretrain_id go together; give both or "
                              f"neither")
 
+    def refresh_period(self, config) -> int:
+        """Updates between two ``refresh`` calls (0: the algorithm has none)."""
+        return config.rollouts.refresh_every if self.refresh is not None else 0
+
+    def paths(self) -> dict[str, Any]:
+        """``{path: default}`` of every setting of this algorithm's config."""
+        return config_paths(self.config_cls())
+
     def make_config(self, task: str | None = None, overrides: Mapping[str, Any] | None = None):
-        """The default config, then the task's settings, then explicit overrides."""
-        values = dict(self.task_settings.get(task, {})) if task else {}
-        values.update(overrides or {})
-        fields = {f.name for f in dataclasses.fields(self.config_cls)}
-        unknown = sorted(set(values) - fields)
-        if unknown:
-            raise KeyError(f"{self.name}: unknown config field(s) {unknown}; valid fields: "
-                           f"{sorted(fields)}")
-        return self.config_cls(**values)
+        """The default config, then the task's settings, then explicit overrides (all by
+        path; :class:`ConfigError` on an unknown path or a wrong kind of value)."""
+        config = self.config_cls()
+        if task:
+            config = apply_overrides(config, self.task_settings.get(task, {}),
+                                     f"{self.name} task setting ({task}) ")
+        return apply_overrides(config, overrides or {}, f"{self.name}.")

@@ -1,21 +1,22 @@
-"""COMBO: conservative offline model-based policy optimisation (Yu et al., 2021), pure functions.
+"""COMBO: conservative offline model-based policy optimisation (Yu et al., 2021), as Algorithm 1
+of the paper.
 
-1. init: train the dynamics ensemble on the dataset (as MOPO, see
-   :mod:`offrl_jax.algorithms.model_based`; or take the shared one ``pretrain`` fitted) and a
-   SAC agent with 3x256 networks (actor lr 1e-4, critic lr 3e-4);
-2. refresh, every ``refresh_every`` updates: rollouts of the current stochastic policy in the
-   model into the ring buffer (no reward penalty);
-3. update, on a minibatch of ``real_ratio`` (0.5) dataset rows and model rows:
-   - critic: Bellman error on the whole mixed batch, without entropy in the backup, plus
-     ``beta`` (``state.cql_weight``) times the conservative term of CQL
-     (:func:`offrl_jax.algorithms.cql.conservative_critic_step`, shared, not copied): push Q down
-     with a log-sum-exp over 10 uniform, 10 pi(.|s) and 10 pi(.|s') actions (temperature 1) on
-     the mixed batch's states, push it up on the real rows' (s, a);
-   - actor and temperature: SAC's step on the mixed batch (the policy maximises Q).
+1. Fit the dynamics ensemble on the dataset (as MOPO, :mod:`offrl_jax.parts.dynamics`; or take
+   the shared one ``pretrain`` fitted) and initialise the SAC agent (3 x 256);
+2. every ``rollouts.refresh_every`` updates, roll the current stochastic policy out in the model
+   into the buffer, no reward penalty (:func:`refresh`);
+3. on a minibatch of ``real_ratio`` (0.5) dataset rows and model rows (:func:`update`):
+   - the critic step of the paper's eq. (2): the Bellman error on the whole mixed batch
+     (no entropy in the backup) plus ``beta`` (``state.cql_weight``) times the conservative
+     term: push Q down on the mixed batch's states with a log-sum-exp over 10 uniform,
+     10 pi(.|s) and 10 pi(.|s') actions (temperature 1), push it up on the real rows' (s, a)
+     (:func:`offrl_jax.parts.conservative.critic_step`, the part CQL uses too);
+   - the policy step: SAC's actor and temperature step on the mixed batch (the policy
+     maximises Q).
 
 ``beta`` is a float32 leaf of the state (initialised from ``config.cql_weight``), so a sweep over
-it vmaps like seeds. Per-dataset ``rollout_horizon`` and ``cql_weight`` are in
-:data:`TASK_SETTINGS` (shared/REFERENCE.md section 3).
+it vmaps like seeds. Per-dataset ``rollouts.horizon`` and ``cql_weight`` are in
+:data:`TASK_SETTINGS`; every default's source: ``docs/algorithms.md#combo``.
 """
 
 from __future__ import annotations
@@ -26,72 +27,75 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from offrl_jax.algorithms import model_based, sac
 from offrl_jax.algorithms.base import Algorithm
-from offrl_jax.algorithms.cql import conservative_critic_step
-from offrl_jax.algorithms.model_based import ModelBasedConfig, ModelBasedState
+from offrl_jax.models import EnsembleState
+from offrl_jax.parts import conservative, dynamics, rollouts, sac
 
 
 @dataclasses.dataclass(frozen=True)
-class COMBOConfig(ModelBasedConfig):
-    """Critic/actor and conservative-term settings, plus :class:`ModelBasedConfig`'s."""
-
+class COMBOConfig:
+    agent: sac.Config = sac.Config(hidden_dims=(256, 256, 256), actor_lr=1e-4, alpha_lr=1e-4,
+                                   backup_entropy=False)
+    conservative: conservative.Config = conservative.Config()
+    dynamics: dynamics.Config = dynamics.Config()
+    rollouts: rollouts.Config = rollouts.Config()
+    batch_size: int = 256
     real_ratio: float = 0.5
-    hidden_dims: tuple[int, ...] = (256, 256, 256)
-    num_qs: int = 2
-    actor_lr: float = 1e-4
-    critic_lr: float = 3e-4
-    alpha_lr: float = 1e-4
-    gamma: float = 0.99
-    tau: float = 0.005
-    target_entropy: float | None = None  # None: -act_dim
     cql_weight: float = 5.0  # beta; only the initial value of state.cql_weight
-    temperature: float = 1.0
-    num_samples: int = 10
-    backup_entropy: bool = False
+
+    def __post_init__(self):
+        if not 0.0 <= self.real_ratio <= 1.0:
+            raise ValueError(f"COMBOConfig.real_ratio must be in [0, 1], found "
+                             f"{self.real_ratio}")
 
 
 @flax.struct.dataclass
 class COMBOState:
-    sac: sac.SACState
-    model: ModelBasedState
+    agent: sac.State
+    model: EnsembleState
+    rollouts: rollouts.State
     cql_weight: jax.Array  # () float32, beta
     config: COMBOConfig = flax.struct.field(pytree_node=False)
 
 
 def init(key, spec, config: COMBOConfig = COMBOConfig(), dataset=None,
          pretrained=None) -> COMBOState:
-    """``spec``: ``obs_dim``, ``act_dim`` and ``termination_fn`` (an ``EnvSpec``).
-    ``pretrained``: this seed's :func:`model_based.pretrain` ensemble (else trained here)."""
-    model, agent, _ = model_based.init_model_and_agent(key, spec, config, dataset, None,
-                                                       pretrained)
-    return COMBOState(agent, model, jnp.asarray(config.cql_weight, jnp.float32), config)
+    """Step 1. ``spec``: ``obs_dim``, ``act_dim`` and ``termination_fn`` (an ``EnvSpec``).
+    ``pretrained``: this seed's :func:`dynamics.fit` model (else fitted here)."""
+    model = dynamics.fit_or_take(key, spec, dataset, config.dynamics, pretrained)
+    agent = sac.init(jax.random.split(key, 2)[1], spec, config.agent)
+    return COMBOState(agent, model, rollouts.init(config.rollouts, spec),
+                      jnp.asarray(config.cql_weight, jnp.float32), config)
 
 
 def refresh(state: COMBOState, dataset, key) -> COMBOState:
-    """Model rollouts of the current stochastic policy into the buffer (every refresh_every)."""
-    return model_based.refresh_with_policy(state, dataset, key)
+    """Step 2: model rollouts of the current stochastic policy into the buffer."""
+    return state.replace(rollouts=rollouts.refresh(
+        state.rollouts, state.config.rollouts, state.model, dataset, key,
+        rollouts.policy_fn(state.agent)))
 
 
 def update(state: COMBOState, dataset, key):
+    """Step 3: the conservative critic step on the mixed batch, then the policy step."""
     config = state.config
     batch_key, critic_key, actor_key = jax.random.split(key, 3)
-    batch, batch_metrics = model_based.mixed_batch(state.model, dataset, batch_key, config)
-    real = model_based.real_rows(batch, config)
-    sac_state, _, metrics = conservative_critic_step(
-        state.sac, config, batch.observations, batch.next_observations, real, batch, critic_key,
-        state.cql_weight)
-    sac_state, actor_metrics = sac.update_actor_and_alpha(sac_state, batch, actor_key)
-    sac_state = sac_state.replace(step=sac_state.step + 1)
-    return state.replace(sac=sac_state), {**metrics, **actor_metrics, **batch_metrics,
-                                          **model_based.model_metrics(state.model)}
+    real, model_rows, batch_metrics = rollouts.sample(state.rollouts, dataset, batch_key,
+                                                      config.batch_size, config.real_ratio)
+    batch = rollouts.concatenate(real, model_rows)
+    agent, _, metrics = conservative.critic_step(
+        state.agent, config.conservative, batch.observations, batch.next_observations, real,
+        batch, critic_key, state.cql_weight)
+    agent, actor_metrics = sac.update_actor_and_alpha(agent, batch, actor_key)
+    agent = agent.replace(step=agent.step + 1)
+    return state.replace(agent=agent), {**metrics, **actor_metrics, **batch_metrics,
+                                        **rollouts.metrics(state.rollouts)}
 
 
 def act(state: COMBOState, obs, key, deterministic: bool = True):
-    return sac.act(state.sac, obs, key, deterministic)
+    return sac.act(state.agent, obs, key, deterministic)
 
 
-# (rollout_horizon, cql_weight = beta) per dataset: REFERENCE s.3.
+# (rollouts.horizon, cql_weight = beta) per dataset: docs/algorithms.md#combo.
 _H_BETA = {
     "halfcheetah-medium": (5, 0.5), "hopper-medium": (5, 5.0), "walker2d-medium": (1, 5.0),
     "halfcheetah-medium-replay": (5, 0.5), "hopper-medium-replay": (5, 0.5),
@@ -99,9 +103,9 @@ _H_BETA = {
     "halfcheetah-medium-expert": (5, 5.0), "hopper-medium-expert": (5, 5.0),
     "walker2d-medium-expert": (1, 5.0),
 }
-TASK_SETTINGS = {task: {"rollout_horizon": h, "cql_weight": beta}
+TASK_SETTINGS = {task: {"rollouts.horizon": h, "cql_weight": beta}
                  for task, (h, beta) in _H_BETA.items()}
 
 ALGORITHM = Algorithm("combo", COMBOConfig, init, update, act, refresh=refresh,
-                      task_settings=TASK_SETTINGS, pretrain=model_based.pretrain,
-                      pretrain_id=model_based.pretrain_id)
+                      task_settings=TASK_SETTINGS, pretrain=dynamics.pretrain,
+                      pretrain_id=dynamics.pretrain_id)

@@ -1,25 +1,24 @@
-"""MOPO: model-based offline policy optimisation (Yu et al., 2020) as pure update functions.
+"""MOPO: model-based offline policy optimisation (Yu et al., 2020), as Algorithm 1 of the paper.
 
-1. init: train a dynamics ensemble on the dataset (7 members, 5 elites; see
-   :mod:`offrl_jax.algorithms.model_based`; or take the one ``pretrain`` fitted, shared with
-   COMBO, MOReL and RAMBO) and a SAC agent (2x256, actor lr 1e-4, critic lr 3e-4, gamma 0.99,
-   tau 0.005, automatic entropy towards -|A|);
-2. refresh, every ``refresh_every`` updates: roll the current stochastic policy out in the model
-   (``rollout_batch_size`` dataset start states, horizon ``rollout_horizon``), storing each
+1. Fit the dynamics ensemble on the dataset (:mod:`offrl_jax.parts.dynamics`; or take the one
+   ``pretrain`` fitted, shared with COMBO, MOReL and RAMBO) and initialise the SAC agent;
+2. every ``rollouts.refresh_every`` updates, roll the current stochastic policy out in the model
+   (``rollouts.batch_size`` dataset start states, ``rollouts.horizon`` steps), storing each
    transition's uncertainty u(s, a) (``penalty``: MOPO's "aleatoric" max over members of
-   ||sigma||_2 by default, or "pairwise_max" / "ensemble_std");
-3. update: one SAC step on a minibatch of ``real_ratio`` (0.05) dataset rows and model rows whose
-   rewards are ``r - lambda * u(s, a)``: SAC in the uncertainty-penalised MDP.
+   ||sigma||_2 by default, or "pairwise_max" / "ensemble_std") (:func:`refresh`);
+3. the uncertainty-penalised reward ``r~(s, a) = r(s, a) - lambda * u(s, a)`` on the model rows
+   (:func:`penalized`);
+4. one SAC step on a minibatch of ``real_ratio`` (0.05) dataset rows and penalised model rows:
+   SAC in the uncertainty-penalised MDP (:func:`update`).
 
 ``lambda`` is ``state.penalty_coef``, a float32 leaf of the state (initialised from
 ``config.penalty_coef``), not a static config field: a sweep over lambda is a vmap over states
-that differ only in that leaf, so four values train as ONE compiled program (see
-:func:`offrl_jax.algorithms.model_based.sweep_init`). The rollout horizon sets the buffer's shape
-and stays static. The penalty is applied when a batch is sampled, so the buffer keeps the raw
-model rewards and uncertainties.
+that differ only in that leaf, so four values train as ONE compiled program. The rollout horizon
+sets the buffer's shape and stays static. The penalty is applied when a batch is sampled, so the
+buffer keeps the raw model rewards and uncertainties.
 
-Per-dataset ``rollout_horizon`` and ``penalty_coef`` are in :data:`TASK_SETTINGS`
-(shared/REFERENCE.md section 3; random sets from the official MOPO code, D4RL v0).
+Per-dataset ``rollouts.horizon`` and ``penalty_coef`` are in :data:`TASK_SETTINGS`; every
+default's source: ``docs/algorithms.md#mopo``.
 """
 
 from __future__ import annotations
@@ -30,67 +29,78 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from offrl_jax.algorithms import model_based, sac
 from offrl_jax.algorithms.base import Algorithm
-from offrl_jax.algorithms.model_based import ModelBasedConfig, ModelBasedState
-from offrl_jax.models import PENALTY_NAMES
+from offrl_jax.models import PENALTY_NAMES, EnsembleState
+from offrl_jax.models.buffer import Transitions
+from offrl_jax.parts import dynamics, rollouts, sac
 
 
 @dataclasses.dataclass(frozen=True)
-class MOPOConfig(ModelBasedConfig):
-    """SAC settings, the penalty, plus the model/rollout settings of :class:`ModelBasedConfig`."""
-
+class MOPOConfig:
+    agent: sac.Config = sac.Config(actor_lr=1e-4, alpha_lr=1e-4)
+    dynamics: dynamics.Config = dynamics.Config()
+    rollouts: rollouts.Config = rollouts.Config()
+    batch_size: int = 256
     real_ratio: float = 0.05
-    hidden_dims: tuple[int, ...] = (256, 256)
-    num_qs: int = 2
-    actor_lr: float = 1e-4
-    critic_lr: float = 3e-4
-    alpha_lr: float = 1e-4
-    gamma: float = 0.99
-    tau: float = 0.005
-    target_entropy: float | None = None  # None: -act_dim
     penalty: str = "aleatoric"
     penalty_coef: float = 1.0  # lambda; only the initial value of state.penalty_coef
 
     def __post_init__(self):
-        super().__post_init__()
         if self.penalty not in PENALTY_NAMES:
             raise ValueError(f"MOPOConfig.penalty must be one of {PENALTY_NAMES}, found "
                              f"{self.penalty!r}")
+        if not 0.0 <= self.real_ratio <= 1.0:
+            raise ValueError(f"MOPOConfig.real_ratio must be in [0, 1], found {self.real_ratio}")
 
 
 @flax.struct.dataclass
 class MOPOState:
-    sac: sac.SACState
-    model: ModelBasedState
+    agent: sac.State
+    model: EnsembleState
+    rollouts: rollouts.State
     penalty_coef: jax.Array  # () float32, lambda
     config: MOPOConfig = flax.struct.field(pytree_node=False)
 
 
 def init(key, spec, config: MOPOConfig = MOPOConfig(), dataset=None,
          pretrained=None) -> MOPOState:
-    """``spec``: ``obs_dim``, ``act_dim`` and ``termination_fn`` (an ``EnvSpec``).
-    ``pretrained``: this seed's :func:`model_based.pretrain` ensemble (else trained here)."""
-    model, agent, _ = model_based.init_model_and_agent(key, spec, config, dataset,
-                                                       config.penalty, pretrained)
-    return MOPOState(agent, model, jnp.asarray(config.penalty_coef, jnp.float32), config)
+    """Step 1. ``spec``: ``obs_dim``, ``act_dim`` and ``termination_fn`` (an ``EnvSpec``).
+    ``pretrained``: this seed's :func:`dynamics.fit` model (else fitted here)."""
+    model = dynamics.fit_or_take(key, spec, dataset, config.dynamics, pretrained)
+    agent = sac.init(jax.random.split(key, 2)[1], spec, config.agent)
+    return MOPOState(agent, model, rollouts.init(config.rollouts, spec, config.penalty),
+                     jnp.asarray(config.penalty_coef, jnp.float32), config)
 
 
 def refresh(state: MOPOState, dataset, key) -> MOPOState:
-    """Model rollouts of the current stochastic policy into the buffer (every refresh_every)."""
-    return model_based.refresh_with_policy(state, dataset, key)
+    """Step 2: model rollouts of the current stochastic policy, with u(s, a), into the buffer."""
+    return state.replace(rollouts=rollouts.refresh(
+        state.rollouts, state.config.rollouts, state.model, dataset, key,
+        rollouts.policy_fn(state.agent)))
+
+
+def penalized(model_rows: Transitions, penalty_coef) -> Transitions:
+    """Step 3: the model rows with rewards ``r - lambda * u(s, a)``."""
+    return model_rows.replace(rewards=model_rows.rewards - penalty_coef * model_rows.penalties)
 
 
 def update(state: MOPOState, dataset, key):
-    """One SAC step on the mixed batch with penalised model rewards."""
-    return model_based.sac_update_on_mixed_batch(state, dataset, key, state.penalty_coef)
+    """Step 4: one SAC step on dataset rows and penalised model rows."""
+    config = state.config
+    batch_key, agent_key = jax.random.split(key)
+    real, model_rows, batch_metrics = rollouts.sample(state.rollouts, dataset, batch_key,
+                                                      config.batch_size, config.real_ratio)
+    batch = rollouts.concatenate(real, penalized(model_rows, state.penalty_coef))
+    agent, metrics = sac.update(state.agent, batch, agent_key)
+    return state.replace(agent=agent), {**metrics, **batch_metrics,
+                                        **rollouts.metrics(state.rollouts)}
 
 
 def act(state: MOPOState, obs, key, deterministic: bool = True):
-    return sac.act(state.sac, obs, key, deterministic)
+    return sac.act(state.agent, obs, key, deterministic)
 
 
-# (rollout_horizon, penalty_coef) per dataset: REFERENCE s.3.
+# (rollouts.horizon, penalty_coef) per dataset: docs/algorithms.md#mopo.
 _H_LAMBDA = {
     "halfcheetah-medium": (5, 0.5), "hopper-medium": (5, 5.0), "walker2d-medium": (5, 0.5),
     "halfcheetah-medium-replay": (5, 0.5), "hopper-medium-replay": (5, 2.5),
@@ -99,9 +109,9 @@ _H_LAMBDA = {
     "walker2d-medium-expert": (1, 2.5),
     "halfcheetah-random": (5, 0.5), "hopper-random": (5, 1.0), "walker2d-random": (1, 1.0),
 }
-TASK_SETTINGS = {task: {"rollout_horizon": h, "penalty_coef": coef}
+TASK_SETTINGS = {task: {"rollouts.horizon": h, "penalty_coef": coef}
                  for task, (h, coef) in _H_LAMBDA.items()}
 
 ALGORITHM = Algorithm("mopo", MOPOConfig, init, update, act, refresh=refresh,
-                      task_settings=TASK_SETTINGS, pretrain=model_based.pretrain,
-                      pretrain_id=model_based.pretrain_id)
+                      task_settings=TASK_SETTINGS, pretrain=dynamics.pretrain,
+                      pretrain_id=dynamics.pretrain_id)

@@ -1,24 +1,26 @@
-"""RAMBO: robust adversarial model-based offline RL (Rigter et al., 2022), pure functions.
+"""RAMBO: robust adversarial model-based offline RL (Rigter et al., 2022), as Algorithm 1 of
+the paper.
 
-1. init: train the dynamics ensemble on the dataset (or take the shared one ``pretrain``
-   fitted, see :mod:`offrl_jax.algorithms.model_based`), and pretrain the SAC actor by behaviour
-   cloning (``bc_pretrain_steps`` of maximum likelihood on dataset actions, a compiled scan);
-2. refresh, every ``refresh_every`` (250) updates:
-   a. ``adversary_steps`` adversarial model steps: on dataset states with the current policy's
-      actions, the model samples (s', r); with the agent's critics the advantage
-      ``A = r + gamma (1 - done) V(s') - Q(s, a)`` (V(s') = min_i Q_i(s', a' ~ pi)) is
-      normalised over the batch, and the model minimises
-      ``adversary_weight * E[A * log p_M(s', r | s, a)] + NLL_M(real data)``: it moves its
-      probability towards transitions the agent values less while keeping its likelihood on
-      the real data;
+1. Fit the dynamics ensemble on the dataset (or take the shared one ``pretrain`` fitted,
+   :mod:`offrl_jax.parts.dynamics`), and pretrain the SAC actor by behaviour cloning
+   (``bc_pretrain_steps`` of maximum likelihood on dataset actions, a compiled scan);
+2. every ``rollouts.refresh_every`` (250) updates:
+   a. ``adversary_steps`` adversarial model steps (:func:`adversary_loss`,
+      :func:`adversarial_model_steps`): on dataset states with the current policy's actions,
+      the model samples (s', r); with the agent's critics the advantage ``A = r + gamma (1 -
+      done) V(s') - Q(s, a)`` (V(s') = min_i Q_i(s', a' ~ pi)) is normalised over the batch,
+      and the model minimises ``adversary_weight * E[A * log p_M(s', r | s, a)] + NLL_M(real
+      data)``: it moves its probability towards transitions the agent values less while
+      keeping its likelihood on the real data;
    b. rollouts of the current policy in the adversarially trained model into the buffer;
-3. update: one SAC step on ``real_ratio`` (0.5) dataset rows and model rows.
+3. one SAC step per update on ``real_ratio`` (0.5) dataset rows and model rows.
 
 The paper updates the model for 1000 steps every 1000 agent updates; here the same ratio is
-spread over the refreshes (``adversary_steps`` per ``refresh_every`` updates) so the periodic
-work stays one static program (no ``lax.cond`` in a vmapped scan, REFERENCE s.5 mistake 7).
-``adversary_weight`` is a state leaf, so sweeps over it vmap like seeds. Model learning rate,
-BC pretraining length and the adversary batch are recalled defaults *(to verify)*.
+spread over the refreshes (``adversary_steps`` per ``rollouts.refresh_every`` updates) so the
+periodic work stays one static program (no ``lax.cond`` in a vmapped scan,
+``docs/algorithms.md#pitfalls``). ``adversary_weight`` is a state leaf, so sweeps over it vmap
+like seeds. Every default's source, and what differs from the reference code:
+``docs/algorithms.md#rambo``.
 """
 
 from __future__ import annotations
@@ -30,24 +32,20 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from offrl_jax.algorithms import model_based, sac
 from offrl_jax.algorithms.base import Algorithm
-from offrl_jax.algorithms.model_based import ModelBasedConfig, ModelBasedState
 from offrl_jax.data import sample_batch
-from offrl_jax.models import predict
+from offrl_jax.models import EnsembleState, predict
 from offrl_jax.networks import TanhGaussianPolicy, tanh_gaussian_log_prob_of_action
+from offrl_jax.parts import dynamics, rollouts, sac
 
 
 @dataclasses.dataclass(frozen=True)
-class RAMBOConfig(ModelBasedConfig):
+class RAMBOConfig:
+    agent: sac.Config = sac.Config(actor_lr=1e-4, alpha_lr=1e-4)
+    dynamics: dynamics.Config = dynamics.Config()
+    rollouts: rollouts.Config = rollouts.Config(refresh_every=250)
+    batch_size: int = 256
     real_ratio: float = 0.5
-    refresh_every: int = 250
-    hidden_dims: tuple[int, ...] = (256, 256)
-    actor_lr: float = 1e-4
-    critic_lr: float = 3e-4
-    alpha_lr: float = 1e-4
-    gamma: float = 0.99
-    tau: float = 0.005
     adversary_weight: float = 3e-4
     adversary_steps: int = 250
     adversary_batch_size: int = 256
@@ -55,18 +53,24 @@ class RAMBOConfig(ModelBasedConfig):
     bc_pretrain_steps: int = 10_000
     bc_lr: float = 1e-4
 
+    def __post_init__(self):
+        if not 0.0 <= self.real_ratio <= 1.0:
+            raise ValueError(f"RAMBOConfig.real_ratio must be in [0, 1], found "
+                             f"{self.real_ratio}")
+
 
 @flax.struct.dataclass
 class RAMBOState:
-    sac: sac.SACState
-    model: ModelBasedState
+    agent: sac.State
+    model: EnsembleState
+    rollouts: rollouts.State
     model_opt: optax.OptState
     adversary_weight: jax.Array  # () float32
     config: RAMBOConfig = flax.struct.field(pytree_node=False)
 
 
-def pretrain_actor(sac_state: sac.SACState, dataset, key, steps: int, lr: float,
-                   batch_size: int) -> sac.SACState:
+def pretrain_actor(sac_state: sac.State, dataset, key, steps: int, lr: float,
+                   batch_size: int) -> sac.State:
     """Behaviour cloning of the SAC actor: ``steps`` Adam steps of -log pi(a_data | s)."""
     actor = TanhGaussianPolicy(sac_state.config.hidden_dims, sac_state.act_dim)
     tx = optax.adam(lr)
@@ -90,13 +94,14 @@ def pretrain_actor(sac_state: sac.SACState, dataset, key, steps: int, lr: float,
 
 def init(key, spec, config: RAMBOConfig = RAMBOConfig(), dataset=None,
          pretrained=None) -> RAMBOState:
-    """``pretrained``: this seed's :func:`model_based.pretrain` ensemble (else trained here);
-    the actor's BC pretraining always runs here (it is not shared)."""
-    model, agent, (bc_key,) = model_based.init_model_and_agent(key, spec, config, dataset, None,
-                                                               pretrained, extra_keys=1)
-    agent = pretrain_actor(agent, dataset, bc_key, config.bc_pretrain_steps, config.bc_lr,
-                           config.batch_size)
-    return RAMBOState(agent, model, optax.adam(config.model_lr).init(model.ensemble.params),
+    """Step 1. ``pretrained``: this seed's :func:`dynamics.fit` model (else fitted here); the
+    actor's BC pretraining always runs here (it is not shared)."""
+    model = dynamics.fit_or_take(key, spec, dataset, config.dynamics, pretrained)
+    _, agent_key, bc_key = jax.random.split(key, 3)
+    agent = pretrain_actor(sac.init(agent_key, spec, config.agent), dataset, bc_key,
+                           config.bc_pretrain_steps, config.bc_lr, config.batch_size)
+    return RAMBOState(agent, model, rollouts.init(config.rollouts, spec),
+                      optax.adam(config.model_lr).init(model.params),
                       jnp.asarray(config.adversary_weight, jnp.float32), config)
 
 
@@ -107,10 +112,10 @@ def _gaussian_log_prob(mean, logvar, target):
 
 
 def adversary_loss(params, state: RAMBOState, real, obs, actions, key):
-    """``(loss, metrics)`` of the model parameters: the advantage-weighted log-likelihood of
-    the model's own samples plus its Gaussian NLL on real transitions."""
-    ensemble = state.model.ensemble.replace(params=params)
-    agent = state.sac
+    """Step 2a: ``(loss, metrics)`` of the model parameters: the advantage-weighted
+    log-likelihood of the model's own samples plus its Gaussian NLL on real transitions."""
+    ensemble = state.model.replace(params=params)
+    agent = state.agent
     member_key, noise_key, next_key = jax.random.split(key, 3)
     mean, logvar = predict(ensemble, obs, actions)                       # (M, B, D)
     choice = jax.random.randint(member_key, obs.shape[:1], 0, ensemble.elite_indices.shape[0])
@@ -120,7 +125,7 @@ def adversary_loss(params, state: RAMBOState, real, obs, actions, key):
         pick(mean) + jnp.exp(0.5 * pick(logvar)) * jax.random.normal(noise_key, obs.shape[:1]
                                                                      + mean.shape[-1:]))
     next_obs, reward = obs + sample[:, :-1], sample[:, -1]
-    done = state.model.termination_fn(next_obs).astype(jnp.float32)
+    done = state.rollouts.termination_fn(next_obs).astype(jnp.float32)
     next_actions, _ = sac.policy_sample(agent, agent.actor_params, next_obs, next_key)
     next_v = sac.q_values(agent, agent.critic_params, next_obs, next_actions).min(0)
     q = sac.q_values(agent, agent.critic_params, obs, actions).min(0)
@@ -149,34 +154,43 @@ def adversarial_model_steps(state: RAMBOState, dataset, key) -> tuple[RAMBOState
         real_key, start_key, action_key, loss_key = jax.random.split(step_key, 4)
         real = sample_batch(dataset, real_key, config.adversary_batch_size)
         obs = sample_batch(dataset, start_key, config.adversary_batch_size).observations
-        actions, _ = sac.policy_sample(state.sac, state.sac.actor_params, obs, action_key)
+        actions, _ = sac.policy_sample(state.agent, state.agent.actor_params, obs, action_key)
         grads, metrics = jax.grad(adversary_loss, has_aux=True)(
             params, state, real, obs, jax.lax.stop_gradient(actions), loss_key)
         updates, opt_state = tx.update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), opt_state), metrics
 
     (params, model_opt), metrics = jax.lax.scan(
-        step, (state.model.ensemble.params, state.model_opt),
+        step, (state.model.params, state.model_opt),
         jax.random.split(key, config.adversary_steps))
-    model = state.model.replace(ensemble=state.model.ensemble.replace(params=params))
-    return state.replace(model=model, model_opt=model_opt), metrics
+    return state.replace(model=state.model.replace(params=params), model_opt=model_opt), metrics
 
 
 def refresh(state: RAMBOState, dataset, key) -> RAMBOState:
+    """Step 2: adversarial model steps, then rollouts in the adversarial model."""
     adversary_key, rollout_key = jax.random.split(key)
     state, _ = adversarial_model_steps(state, dataset, adversary_key)
-    return model_based.refresh_with_policy(state, dataset, rollout_key)
+    return state.replace(rollouts=rollouts.refresh(
+        state.rollouts, state.config.rollouts, state.model, dataset, rollout_key,
+        rollouts.policy_fn(state.agent)))
 
 
 def update(state: RAMBOState, dataset, key):
-    return model_based.sac_update_on_mixed_batch(state, dataset, key)
+    """Step 3: one SAC step on dataset rows and model rows."""
+    config = state.config
+    batch_key, agent_key = jax.random.split(key)
+    real, model_rows, batch_metrics = rollouts.sample(state.rollouts, dataset, batch_key,
+                                                      config.batch_size, config.real_ratio)
+    agent, metrics = sac.update(state.agent, rollouts.concatenate(real, model_rows), agent_key)
+    return state.replace(agent=agent), {**metrics, **batch_metrics,
+                                        **rollouts.metrics(state.rollouts)}
 
 
 def act(state: RAMBOState, obs, key, deterministic: bool = True):
-    return sac.act(state.sac, obs, key, deterministic)
+    return sac.act(state.agent, obs, key, deterministic)
 
 
-# (rollout_horizon, adversary_weight) per dataset: REFERENCE s.3.
+# (rollouts.horizon, adversary_weight) per dataset: docs/algorithms.md#rambo.
 _H_WEIGHT = {
     "halfcheetah-medium": (5, 3e-4), "hopper-medium": (5, 3e-4), "walker2d-medium": (5, 0.0),
     "halfcheetah-medium-replay": (5, 3e-4), "hopper-medium-replay": (2, 3e-4),
@@ -184,9 +198,9 @@ _H_WEIGHT = {
     "halfcheetah-medium-expert": (5, 3e-4), "hopper-medium-expert": (5, 3e-4),
     "walker2d-medium-expert": (2, 3e-4),
 }
-TASK_SETTINGS = {task: {"rollout_horizon": h, "adversary_weight": weight}
+TASK_SETTINGS = {task: {"rollouts.horizon": h, "adversary_weight": weight}
                  for task, (h, weight) in _H_WEIGHT.items()}
 
 ALGORITHM = Algorithm("rambo", RAMBOConfig, init, update, act, refresh=refresh,
-                      task_settings=TASK_SETTINGS, pretrain=model_based.pretrain,
-                      pretrain_id=model_based.pretrain_id)
+                      task_settings=TASK_SETTINGS, pretrain=dynamics.pretrain,
+                      pretrain_id=dynamics.pretrain_id)

@@ -1,8 +1,9 @@
 """Algorithms as data: the runner looks them up by name and never branches on it.
 
 Each algorithm module defines ``ALGORITHM``, an :class:`~offrl_jax.algorithms.base.Algorithm`
-bundling its functions, config class and per-dataset settings (a table keyed by task name, from
-shared/REFERENCE.md section 3). Listing a module here registers it.
+bundling its functions, config class and per-dataset settings (a table keyed by task name whose
+entries address settings by path, e.g. ``{"rollouts.horizon": 5}``; their sources are in
+``docs/algorithms.md``). Listing a module here registers it.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from offrl_jax.algorithms import sac
+from offrl_jax.parts import sac
 from offrl_jax.data._io import atomic_output
 from offrl_jax.evaluation import Evaluator
 from offrl_jax.generation.profiles import GenerationProfile
@@ -64,7 +64,7 @@ class BehaviourRun:
     env: str
     checkpoints: list[PolicyCheckpoint]
     replay: dict[str, np.ndarray]       # every transition in collection order
-    state: sac.SACState                 # the final SAC state
+    state: sac.State                 # the final SAC state
 
     def expert_checkpoint(self) -> PolicyCheckpoint:
         """The best evaluated checkpoint (the earliest among equals).
@@ -157,7 +157,8 @@ def train_behaviour(env: str, profile: GenerationProfile, seed: int, work_dir: s
     capacity = num_segments * seg_steps
     recipe = {"env": env, "profile": profile.name, "seed": seed,
               "segment_steps": seg_steps, "num_segments": num_segments,
-              "sac": repr(profile.sac)}
+              "sac": repr(profile.sac),
+              "batch_size": profile.batch_size}
     files = _RunFiles(work_dir)
 
     key = jax.random.PRNGKey(seed)
@@ -193,7 +194,7 @@ def train_behaviour(env: str, profile: GenerationProfile, seed: int, work_dir: s
 
     gym_env = spec.make_gym_env()
     policy = jax.jit(lambda st, obs, k: sac.act(st, obs, k, deterministic=False))
-    train_chunk = _make_train_chunk(seg_steps, profile.sac.batch_size)
+    train_chunk = _make_train_chunk(seg_steps, profile.batch_size)
     evaluator = Evaluator(env, _stochastic_act, num_episodes=profile.eval_episodes,
                           deterministic=False)
     unsaved: list[int] = []

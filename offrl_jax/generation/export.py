@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from offrl_jax.algorithms import sac
+from offrl_jax.parts import sac
 from offrl_jax.evaluation import Evaluator
 from offrl_jax.generation import policies
 from offrl_jax.generation.reference import d4rl_stats
@@ -54,13 +54,13 @@ def read_behaviour_run(work_dir: str | Path) -> tuple[dict, list[dict]]:
 
 
 def actor_state(env: str, actor_params, hidden_dims=(256, 256),
-                template: sac.SACState | None = None) -> sac.SACState:
+                template: sac.State | None = None) -> sac.State:
     """A SAC state whose actor is ``actor_params`` (critics unused), for ``sac.act``; pass a
     ``template`` (an earlier result) to swap the actor without initialising another state."""
     if template is None:
         spec = get_env_spec(env)
         template = sac.init(jax.random.PRNGKey(0), spec,
-                            sac.SACConfig(hidden_dims=tuple(hidden_dims)))
+                            sac.Config(hidden_dims=tuple(hidden_dims)))
     params = jax.tree_util.tree_map(jnp.asarray, actor_params)
     expected = jax.tree_util.tree_structure(template.actor_params)
     if jax.tree_util.tree_structure(params) != expected:
@@ -77,7 +77,7 @@ def actor_evaluator(env: str, episodes: int) -> Evaluator:
 
 def evaluate_actor(env: str, actor_params, episodes: int, seed: int,
                    hidden_dims=(256, 256), evaluator: Evaluator | None = None,
-                   template: sac.SACState | None = None) -> dict:
+                   template: sac.State | None = None) -> dict:
     """Sampled-action returns of one actor over ``episodes`` episodes: the summary stats."""
     state = actor_state(env, actor_params, hidden_dims, template)
     evaluator = evaluator or actor_evaluator(env, episodes)
@@ -233,7 +233,7 @@ def export_behaviour(env: str, work_dir: str | Path, root: str | Path | None = N
         "gym_id": get_env_spec(env).gym_id,
         "data_version": data_version,
         "training": {
-            "algorithm": "SAC (offrl_jax.algorithms.sac), actions sampled when collecting",
+            "algorithm": "SAC (offrl_jax.parts.sac), actions sampled when collecting",
             "recipe": recipe, "start_steps": profile.start_steps,
             "hidden_dims": hidden_dims,
             "env_steps": checkpoints[-1]["env_steps"],

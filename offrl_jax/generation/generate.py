@@ -30,7 +30,7 @@ from types import SimpleNamespace
 import numpy as np
 from tqdm.auto import tqdm
 
-from offrl_jax.algorithms import sac
+from offrl_jax.parts import sac
 from offrl_jax.data import (
     DatasetError,
     cache_dir,
@@ -101,7 +101,8 @@ def _recipe(env: str, kind: str, profile: GenerationProfile, seed: int) -> dict:
         return {**recipe, "source": "shipped", "data_version": manifest["data_version"],
                 "policy_sha256": files.get(kind, [])}
     return {**recipe, "source": "trained", "data_version": f"trained-{profile.name}",
-            "behaviour_steps": profile.steps_for(env), "sac": repr(profile.sac)}
+            "behaviour_steps": profile.steps_for(env), "sac": repr(profile.sac),
+            "batch_size": profile.batch_size}
 
 
 def is_complete(path: Path, recipe: dict) -> bool:

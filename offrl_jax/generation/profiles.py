@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from offrl_jax.algorithms.sac import SACConfig
+from offrl_jax.parts import sac
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,7 +24,8 @@ class GenerationProfile:
     eval_episodes: int
     dataset_size: int                # transitions in random / medium / expert
     collect_envs: int                # environments stepped together while collecting datasets
-    sac: SACConfig = SACConfig()
+    sac: sac.Config = sac.Config()
+    batch_size: int = 256            # behaviour SAC minibatch
 
     def steps_for(self, env: str) -> int:
         try:
@@ -40,7 +41,7 @@ PROFILES = {
         train_steps={env: 1500 for env in ("halfcheetah", "hopper", "walker2d", "ant")},
         start_steps=500, segment_steps=250, eval_every_segments=2, eval_episodes=2,
         dataset_size=1000, collect_envs=4,
-        sac=SACConfig(hidden_dims=(32, 32), batch_size=64, actor_lr=1e-3, critic_lr=1e-3)),
+        sac=sac.Config(hidden_dims=(32, 32), actor_lr=1e-3, critic_lr=1e-3), batch_size=64),
     "quick": GenerationProfile(
         name="quick",
         train_steps={"halfcheetah": 60_000, "hopper": 60_000, "walker2d": 60_000,

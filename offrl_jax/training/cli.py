@@ -17,14 +17,21 @@ def default_profile() -> str:
 
 
 def parse_overrides(items: list[str]) -> dict:
-    """``[ALGO.]FIELD=VALUE`` items into ``{algo or "*": {field: value}}``; values are Python
-    literals (``3e-4``, ``256,256``), else strings."""
+    """``[ALGO.]PATH=VALUE`` items into ``{algo or "*": {path: value}}``. A path is a setting's
+    dotted name in the config (``rollouts.horizon``, ``agent.actor_lr``); a first component
+    that names an algorithm (or ``*``) scopes it to that algorithm. Values are Python literals
+    (``3e-4``, ``256,256``), else strings."""
     out: dict = {}
     for item in items:
         name, sep, raw = item.partition("=")
+        name = name.strip()
         if not sep or not name:
-            raise SystemExit(f"--set {item!r}: expected [ALGO.]FIELD=VALUE")
-        algo, _, field = name.rpartition(".")
+            raise SystemExit(f"--set {item!r}: expected [ALGO.]PATH=VALUE, e.g. "
+                             f"mopo.rollouts.horizon=1 or dynamics.hidden_dims=200,200")
+        head, dot, rest = name.partition(".")
+        algo, field = (head, rest) if dot and (head in ALGORITHMS or head == "*") else ("", name)
+        if not field:
+            raise SystemExit(f"--set {item!r}: expected a setting after {head!r}")
         try:
             value = ast.literal_eval(raw)
         except (ValueError, SyntaxError):
@@ -74,7 +81,11 @@ def register(subparsers) -> None:
     bench.add_argument("--out", default=None, help="run directory (default results/PROFILE)")
     bench.add_argument("--eval-backend", choices=("host", "device"), default=None)
     bench.add_argument("--set", dest="overrides", action="append", default=[],
-                       metavar="[ALGO.]FIELD=VALUE", help="override a config field")
+                       metavar="[ALGO.]PATH=VALUE",
+                       help="override a setting by its path, for one algorithm "
+                            "(mopo.rollouts.horizon=1) or every chosen one that has it "
+                            "(dynamics.hidden_dims=200,200); a path no chosen algorithm has is "
+                            "an error. Paths and sources: docs/algorithms.md")
     bench.add_argument("--sweep", dest="sweeps", action="append", default=[],
                        metavar="LEAF=V1,V2,...",
                        help="sweep a hyperparameter that is a float leaf of every chosen "
@@ -87,6 +98,7 @@ def register(subparsers) -> None:
 
 
 def _bench(args) -> int:
+    from offrl_jax.algorithms.base import ConfigError
     from offrl_jax.training.loop import SweepError
     from offrl_jax.training.runner import run_benchmark
 
@@ -106,4 +118,6 @@ def _bench(args) -> int:
                       args.eval_backend, argv=sys.argv, sweep=sweep)
     except SweepError as error:
         raise SystemExit(f"offrl bench: --{error}") from None
+    except ConfigError as error:
+        raise SystemExit(f"offrl bench: {error}") from None
     return 0

@@ -69,11 +69,10 @@ def _all_finite(tree) -> jax.Array:
 def make_interval_fn(algorithm: Algorithm, config, eval_every: int) -> Callable:
     """``(state, failed, dataset, key) -> (state, failed, metrics)`` for ONE seed: the updates
     of one evaluation interval. ``metrics`` are interval means. Vmap it over seeds."""
-    refresh_every = getattr(config, "refresh_every", 0) if algorithm.refresh else 0
-    period = refresh_every or eval_every
+    period = algorithm.refresh_period(config) or eval_every
     if eval_every % period:
         raise ValueError(f"eval_every ({eval_every}) must be a multiple of "
-                         f"{algorithm.name}'s refresh_every ({period})")
+                         f"{algorithm.name}'s rollouts.refresh_every ({period})")
 
     def interval(state, failed, dataset, key):
         def run_period(carry, period_key):

@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from offrl_jax.algorithms.base import ConfigError
 from offrl_jax.algorithms.registry import get_algorithm
 from offrl_jax.data import Dataset, find_task_dataset, load_task_dataset, read_d4rl_metadata
 from offrl_jax.models.store import ModelStore
@@ -62,27 +63,29 @@ class RunProfile:
 
 
 # Model-based settings shrunk for a CPU: fewer and smaller dynamics models, a capped model
-# fit, 5k-state rollouts, and short warm starts (fields an algorithm lacks are ignored).
+# fit, 5k-state rollouts, and short warm starts. "*" entries apply to every algorithm that has
+# the setting (ARMOR keeps its single model: its own entry restores members and elites).
 _QUICK_MODEL = {
-    "ensemble_members": 5, "ensemble_elites": 3, "ensemble_hidden_dims": (200, 200),
-    "ensemble_max_epochs": 30, "rollout_batch_size": 5_000,
-    "model_hidden_sizes": (200, 200), "model_weight_decays": (2.5e-5, 5e-5, 1e-4),
-    "model_max_epochs": 30, "model_buffer_capacity": 50_000,
-    "warmstart_steps": 2_000,
+    "dynamics.members": 5, "dynamics.elites": 3, "dynamics.hidden_dims": (200, 200),
+    "dynamics.max_epochs": 30, "rollouts.batch_size": 5_000,
+    "model_buffer_capacity": 50_000, "warmstart_steps": 2_000,
 }
+_ARMOR_MODEL = {"dynamics.members": 1, "dynamics.elites": 1,
+                "dynamics.weight_decays": (2.5e-5, 5e-5, 1e-4)}
 _TINY_MODEL = {
-    "ensemble_members": 2, "ensemble_elites": 1, "ensemble_hidden_dims": (32, 32),
-    "ensemble_max_epochs": 3, "rollout_batch_size": 100, "refresh_every": 50,
-    "model_hidden_sizes": (32, 32), "model_weight_decays": (2.5e-5, 5e-5, 1e-4),
-    "model_max_epochs": 3, "model_buffer_capacity": 1_000,
+    "dynamics.members": 2, "dynamics.elites": 1, "dynamics.hidden_dims": (32, 32),
+    "dynamics.max_epochs": 3, "rollouts.batch_size": 100, "rollouts.refresh_every": 50,
+    "model_buffer_capacity": 1_000,
     "warmstart_steps": 50, "bc_pretrain_steps": 50, "adversary_steps": 5,
-    "adversary_batch_size": 64, "model_batch_size": 64, "num_samples": 2,
+    "adversary_batch_size": 64, "model_batch_size": 64, "conservative.num_samples": 2,
 }
 
 RUN_PROFILES = {
     "tiny": RunProfile("tiny", TrainConfig(num_updates=200, eval_every=100, eval_episodes=2),
                        "tiny", ("hopper-medium",), 2,
-                       {"*": {"hidden_dims": (32, 32), "batch_size": 64, **_TINY_MODEL}}),
+                       {"*": {"agent.hidden_dims": (32, 32), "hidden_dims": (32, 32),
+                              "batch_size": 64, **_TINY_MODEL},
+                        "armor": _ARMOR_MODEL}),
     # quick: a 2-core CPU smoke run of every algorithm on one generated task.
     # The conservative critics (30 sampled actions per state) are ~100x costlier per update
     # than BC on a CPU, so they get fewer updates and smaller critics here.
@@ -90,25 +93,26 @@ RUN_PROFILES = {
                                              eval_episodes=5),
                         "quick", ("hopper-medium",), 3,
                         algorithm_overrides={"*": _QUICK_MODEL,
-                                             "cql": {"hidden_dims": (256, 256),
-                                                     "num_samples": 5},
-                                             "combo": {"hidden_dims": (128, 128),
+                                             "cql": {"agent.hidden_dims": (256, 256),
+                                                     "conservative.num_samples": 5},
+                                             "combo": {"agent.hidden_dims": (128, 128),
                                                        "batch_size": 128,
-                                                       "num_samples": 5},
+                                                       "conservative.num_samples": 5},
                                              "rambo": {"bc_pretrain_steps": 2_000,
                                                        "adversary_steps": 50},
                                              # A short run needs a faster slow rate: the
                                              # papers' 5e-7 over 1M updates moves the actor
                                              # about as far as ~0.5 / num_updates here.
-                                             "armor": {"hidden_dims": (128, 128),
+                                             "armor": {**_ARMOR_MODEL,
+                                                       "agent.hidden_dims": (128, 128),
                                                        "batch_size": 128,
                                                        "model_batch_size": 128,
                                                        "warmstart_steps": 1_000,
-                                                       "actor_lr": 1.5e-4,
+                                                       "agent.actor_lr": 1.5e-4,
                                                        "model_buffer_capacity": 100_000},
-                                             "atac": {"hidden_dims": (256, 256),
+                                             "atac": {"agent.hidden_dims": (256, 256),
                                                       "warmstart_steps": 1_000,
-                                                      "actor_lr": 1e-4}},
+                                                      "agent.actor_lr": 1e-4}},
                         train_overrides={
                             "cql": {"num_updates": 2_000, "eval_every": 500},
                             "combo": {"num_updates": 2_000, "eval_every": 1_000},
@@ -132,16 +136,55 @@ RUN_PROFILES = {
 
 def _config_overrides(algorithm, profile: RunProfile, train: TrainConfig,
                       overrides: dict) -> dict:
-    """Profile overrides then user overrides; ``"*"`` applies to every algorithm whose config
-    has the field, ``"ALGO"`` to that algorithm only. A ``total_updates`` field (learning-rate
-    schedules) follows the run's number of updates."""
-    fields = {f.name for f in dataclasses.fields(algorithm.config_cls)}
+    """Profile overrides then user overrides, ``{path: value}``; ``"*"`` applies to every
+    algorithm whose config has the path, ``"ALGO"`` to that algorithm only (checked first by
+    :func:`check_overrides`). A ``total_updates`` setting (learning-rate schedules) follows the
+    run's number of updates."""
+    paths = algorithm.paths()
     out = {}
     run_length = {"*": {"total_updates": train.num_updates}}
     for source in (run_length, profile.algorithm_overrides, overrides):
-        out.update({k: v for k, v in source.get("*", {}).items() if k in fields})
+        out.update({k: v for k, v in source.get("*", {}).items() if k in paths})
         out.update(source.get(algorithm.name, {}))
     return out
+
+
+def check_overrides(algorithms: list[str], overrides: dict, source: str = "--set") -> None:
+    """Raise :class:`~offrl_jax.algorithms.base.ConfigError` unless every override names a
+    setting: a ``"*"`` path must exist in at least one of ``algorithms`` (the others lack that
+    part and skip it), an ``"ALGO"`` path in that algorithm, which must be among
+    ``algorithms``. Nothing is loaded or trained."""
+    chosen = {name: get_algorithm(name).paths() for name in algorithms}
+    for scope, values in overrides.items():
+        if scope == "*":
+            for path in values:
+                if not any(path in paths for paths in chosen.values()):
+                    valid = sorted(set().union(*chosen.values()))
+                    raise ConfigError(
+                        f"{source} {path}: no chosen algorithm ({', '.join(algorithms)}) has "
+                        f"a setting {path!r}; valid paths: {', '.join(valid)}")
+        elif scope not in chosen:
+            raise ConfigError(f"{source} {scope}.{next(iter(values), '')}: {scope!r} is not "
+                              f"among the chosen algorithms ({', '.join(algorithms)})")
+        else:
+            for path in values:
+                if path not in chosen[scope]:
+                    raise ConfigError(
+                        f"{source} {scope}.{path}: {scope} has no setting {path!r}; valid "
+                        f"paths: {', '.join(sorted(chosen[scope]))}")
+
+
+def check_profile(profile: RunProfile) -> None:
+    """A profile's overrides against every registered algorithm (a misspelt path in a profile
+    table is an error, not a silently dropped setting)."""
+    from offrl_jax.algorithms.registry import ALGORITHMS
+
+    names = [name for name in profile.algorithm_overrides if name != "*"]
+    unknown = sorted(set(names) - set(ALGORITHMS))
+    if unknown:
+        raise ConfigError(f"run profile {profile.name!r}: unknown algorithm(s) {unknown}")
+    check_overrides(sorted(ALGORITHMS), profile.algorithm_overrides,
+                    f"run profile {profile.name!r}:")
 
 
 def ensure_dataset(task: Task, data_profile: str, progress: bool = True) -> dict:
@@ -200,14 +243,12 @@ def _abstract_dataset(spec, size: int = 1_000) -> Dataset:
                    episode_ids=jax.ShapeDtypeStruct((size,), jnp.int32))
 
 
-def check_sweep_names(algos, task: Task, profile: RunProfile, overrides: dict,
-                      sweep: dict) -> None:
+def check_sweep_names(algos, task: Task, configs: dict, sweep: dict) -> None:
     """Raise :class:`~offrl_jax.training.loop.SweepError` unless every swept name is a float
     leaf of every algorithm's state (its shapes from ``jax.eval_shape`` of ``init`` on the first
-    task: nothing is trained, loaded or generated)."""
+    task: nothing is trained, loaded or generated). ``configs``: ``{(algo, task): config}``."""
     for algorithm in algos:
-        config = algorithm.make_config(task.name, _config_overrides(
-            algorithm, profile, profile.train_for(algorithm.name), overrides))
+        config = configs[(algorithm.name, task.name)]
         state = jax.eval_shape(lambda key, data, algorithm=algorithm, config=config:
                                algorithm.init(key, task.spec, config, data),
                                jax.random.PRNGKey(0), _abstract_dataset(task.spec))
@@ -227,8 +268,14 @@ def run_benchmark(algorithms: list[str], tasks: list[str], seeds: list[int], pro
     algos = [get_algorithm(a) for a in algorithms]
     task_objs = [parse_task_argument(t) for t in tasks]
     sweep = {name: [float(v) for v in values] for name, values in (sweep or {}).items()}
+    # Every config first (a misspelt or ill-typed override fails here, before any data step).
+    check_profile(run_profile)
+    check_overrides(algorithms, overrides or {})
+    configs = {(algorithm.name, task.name): algorithm.make_config(task.name, _config_overrides(
+        algorithm, run_profile, run_profile.train_for(algorithm.name), overrides or {}))
+        for algorithm in algos for task in task_objs}
     if sweep:
-        check_sweep_names(algos, task_objs[0], run_profile, overrides or {}, sweep)
+        check_sweep_names(algos, task_objs[0], configs, sweep)
     run_info_path = out_dir / "run.json"
     run_info = provenance(profile, argv)
     now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
@@ -254,8 +301,7 @@ def run_benchmark(algorithms: list[str], tasks: list[str], seeds: list[int], pro
             if eval_backend:
                 train = dataclasses.replace(train, eval_backend=eval_backend)
             run_info["train"][algorithm.name] = dataclasses.asdict(train)
-            config = algorithm.make_config(task.name, _config_overrides(
-                algorithm, run_profile, train, overrides or {}))
+            config = configs[(algorithm.name, task.name)]
             run_info.setdefault("configs", {})[f"{algorithm.name}/{task.name}"] = repr(config)
             write_text_atomic(run_info_path, json.dumps(run_info, indent=2))
             done += 1

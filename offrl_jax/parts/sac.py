@@ -1,9 +1,11 @@
-"""Soft actor-critic as a pure update function: the backbone of the behaviour policies (dataset
-generation) and of MOPO, COMBO and RAMBO.
+"""The SAC agent part: soft actor-critic (Haarnoja et al., 2018) as pure functions.
 
-Tanh-Gaussian actor, an ensemble of ``num_qs`` critics with target copies, automatic entropy
-tuning towards ``-act_dim``. ``batch`` is any pytree with fields ``observations (B, obs)``,
-``actions (B, act)``, ``rewards (B,)``, ``next_observations (B, obs)`` and ``terminals (B,)``.
+The agent of the behaviour policies (dataset generation), MOPO, COMBO, MOReL, RAMBO and CQL,
+and the actor-critic of ATAC and ARMOR, which replace its losses but keep its networks and
+optimizers. Tanh-Gaussian actor, an ensemble of ``num_qs`` critics with target copies, automatic
+entropy tuning towards ``-act_dim``. ``batch`` is any pytree with fields ``observations (B,
+obs)``, ``actions (B, act)``, ``rewards (B,)``, ``next_observations (B, obs)`` and ``terminals
+(B,)``. Every default's source: ``docs/algorithms.md#sac-agent``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from offrl_jax.algorithms.base import config_subset
 from offrl_jax.networks import (
     QEnsemble,
     TanhGaussianPolicy,
@@ -25,7 +26,10 @@ from offrl_jax.networks import (
 
 
 @dataclasses.dataclass(frozen=True)
-class SACConfig:
+class Config:
+    """The agent's networks, rates and TD target; an algorithm's config nests one as ``agent``
+    with its own values (``mopo.MOPOConfig().agent.actor_lr == 1e-4``)."""
+
     hidden_dims: tuple[int, ...] = (256, 256)
     num_qs: int = 2
     actor_lr: float = 3e-4
@@ -35,17 +39,11 @@ class SACConfig:
     tau: float = 0.005
     init_alpha: float = 1.0
     target_entropy: float | None = None  # None: -act_dim
-    batch_size: int = 256
-
-
-def config_from(config) -> SACConfig:
-    """The :class:`SACConfig` of an algorithm config that carries (some of) its field names;
-    fields it lacks keep SAC's defaults."""
-    return config_subset(SACConfig, config)
+    backup_entropy: bool = True  # the -alpha log pi(a'|s') term of the TD target
 
 
 @flax.struct.dataclass
-class SACState:
+class State:
     actor_params: dict
     critic_params: dict
     target_critic_params: dict
@@ -54,7 +52,7 @@ class SACState:
     critic_opt: optax.OptState
     alpha_opt: optax.OptState
     step: jax.Array
-    config: SACConfig = flax.struct.field(pytree_node=False)
+    config: Config = flax.struct.field(pytree_node=False)
     act_dim: int = flax.struct.field(pytree_node=False)
 
 
@@ -71,7 +69,7 @@ def optimizers(config):
             optax.adam(config.alpha_lr))
 
 
-def init(key, spec, config: SACConfig = SACConfig()) -> SACState:
+def init(key, spec, config: Config = Config()) -> State:
     """``spec`` is anything with ``obs_dim`` and ``act_dim`` (an ``EnvSpec``)."""
     actor_key, critic_key = jax.random.split(key)
     obs = jnp.zeros((1, spec.obs_dim))
@@ -80,7 +78,7 @@ def init(key, spec, config: SACConfig = SACConfig()) -> SACState:
     critic_params = _critic(config).init(critic_key, obs, act)
     log_alpha = jnp.log(jnp.asarray(config.init_alpha, jnp.float32))
     actor_tx, critic_tx, alpha_tx = optimizers(config)
-    return SACState(
+    return State(
         actor_params=actor_params,
         critic_params=critic_params,
         target_critic_params=critic_params,
@@ -94,37 +92,38 @@ def init(key, spec, config: SACConfig = SACConfig()) -> SACState:
     )
 
 
-def policy_sample(state: SACState, actor_params, obs, key):
+def policy_sample(state: State, actor_params, obs, key):
     """Sampled actions ``(..., act)`` and their log-probabilities ``(...)``."""
     mean, log_std = _actor(state.config, state.act_dim).apply(actor_params, obs)
     return sample_tanh_gaussian(mean, log_std, key)
 
 
-def act(state: SACState, obs, key, deterministic: bool = True):
+def act(state: State, obs, key, deterministic: bool = True):
     mean, log_std = _actor(state.config, state.act_dim).apply(state.actor_params, obs)
     return squashed_action(mean, log_std, key, deterministic)
 
 
-def q_values(state: SACState, critic_params, obs, act):
+def q_values(state: State, critic_params, obs, act):
     """``(num_qs, ...)`` Q-values."""
     return _critic(state.config).apply(critic_params, obs, act)
 
 
-def target_critic_update(state: SACState, critic_params, target_params):
+def target_critic_update(state: State, critic_params, target_params):
     tau = state.config.tau
     return optax.incremental_update(critic_params, target_params, tau)
 
 
-def soft_td_target(state: SACState, batch, key, backup_entropy: bool = True):
-    """``r + gamma (1 - done) (min_i Q'_i(s', a') - alpha log pi(a'|s'))``, ``(B,)``."""
+def soft_td_target(state: State, batch, key):
+    """``r + gamma (1 - done) (min_i Q'_i(s', a') - alpha log pi(a'|s'))``, ``(B,)``; without
+    the entropy term when ``config.backup_entropy`` is False."""
     next_act, next_logp = policy_sample(state, state.actor_params, batch.next_observations, key)
     next_q = q_values(state, state.target_critic_params, batch.next_observations, next_act).min(0)
-    if backup_entropy:
+    if state.config.backup_entropy:
         next_q = next_q - jnp.exp(state.log_alpha) * next_logp
     return batch.rewards + state.config.gamma * (1.0 - batch.terminals) * next_q
 
 
-def update_actor_and_alpha(state: SACState, batch, key):
+def update_actor_and_alpha(state: State, batch, key):
     """One actor step maximising ``min_i Q_i - alpha log pi`` and one temperature step."""
     config = state.config
     actor_tx, _, alpha_tx = optimizers(config)
@@ -150,7 +149,7 @@ def update_actor_and_alpha(state: SACState, batch, key):
     return state, {"actor_loss": loss, "alpha": alpha, "entropy": -logp.mean()}
 
 
-def update(state: SACState, batch, key):
+def update(state: State, batch, key):
     """One SAC step: critics towards the soft TD target, then actor and temperature."""
     critic_key, actor_key = jax.random.split(key)
     _, critic_tx, _ = optimizers(state.config)
