@@ -67,7 +67,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
 
 import flax.struct
 import jax
@@ -75,7 +74,7 @@ import jax.numpy as jnp
 import optax
 
 from offrl_jax.algorithms import atac
-from offrl_jax.algorithms.base import Algorithm
+from offrl_jax.algorithms.base import Algorithm, Registration
 from offrl_jax.data import Dataset, sample_batch
 from offrl_jax.models import buffer as model_buffer
 from offrl_jax.models import ensemble
@@ -133,8 +132,6 @@ class ArmorState:
     model_buffer: model_buffer.ModelBuffer
     rollout_obs: jax.Array
     reward_fit_scale: jax.Array
-    config: ArmorConfig = flax.struct.field(pytree_node=False)
-    termination_fn: Callable = flax.struct.field(pytree_node=False)
 
 
 def model_transition(model: ensemble.EnsembleState, params, obs, act, noise):
@@ -168,61 +165,6 @@ def _done(termination_fn, next_obs):
     return jnp.asarray(termination_fn(next_obs), bool) | ~finite
 
 
-def expand_model_data(state: ArmorState, reset_obs, key, reset) -> ArmorState:
-    """Algorithm 1, steps 7-8: if ``reset``, both model states restart from ``reset_obs``
-    ``(B, obs)``; (s, pi(s)) and (s, pi_ref(s)) join D_model; the states advance one detached
-    model step (a terminal or non-finite next state restarts from ``reset_obs``)."""
-    pi_key, ref_key, noise_key = jax.random.split(key, 3)
-    agent = state.agent
-    starts = jnp.where(reset, reset_obs[None], state.rollout_obs)
-    pi_act, _ = sac.policy_sample(agent, agent.actor_params, starts[0], pi_key)
-    ref_act, _ = sac.policy_sample(agent, state.ref_actor_params, starts[1], ref_key)
-    actions = jnp.stack([pi_act, ref_act]).reshape(-1, pi_act.shape[-1])
-    flat_starts = starts.reshape(-1, starts.shape[-1])
-    next_obs, rewards = model_transition(state.model, state.model.params, flat_starts, actions,
-                                         jax.random.normal(noise_key, flat_starts.shape))
-    next_obs, rewards = next_obs.reshape(starts.shape), rewards.reshape(starts.shape[:2])
-    actions = actions.reshape(starts.shape[:2] + pi_act.shape[-1:])
-    done = _done(state.termination_fn, next_obs)
-    next_obs = jnp.where(jnp.isfinite(next_obs), next_obs, 0.0)
-    transitions = model_buffer.Transitions(starts, actions, jnp.nan_to_num(rewards), next_obs,
-                                           done.astype(jnp.float32))
-    buffer = model_buffer.add(state.model_buffer, transitions, jnp.ones(done.shape, bool))
-    rollout_obs = jnp.where(done[..., None], reset_obs[None], next_obs)
-    return state.replace(model_buffer=buffer, rollout_obs=jax.lax.stop_gradient(rollout_obs))
-
-
-def init(key, spec, config: ArmorConfig = ArmorConfig(), dataset=None,
-         pretrained=None) -> ArmorState:
-    """``spec`` needs ``obs_dim``, ``act_dim`` and ``termination_fn`` (an ``EnvSpec``).
-    ``pretrained``: this seed's :func:`pretrain` model (else trained here); the warm start
-    always runs here."""
-    if dataset is None:
-        raise ValueError("armor.init needs the dataset (model pretraining and pi_ref)")
-    agent_key, warm_key = jax.random.split(key)
-    agent = sac.init(agent_key, spec, config.agent)
-    if config.warmstart_steps > 0:
-        agent, _ = atac.warm_start(agent, config, dataset, warm_key, config.warmstart_steps)
-    model = dynamics.fit_or_take(key, spec, dataset, config.dynamics, pretrained)
-    if config.v_max is None:
-        v_max = jnp.max(jnp.abs(dataset.rewards)) / (1.0 - config.agent.gamma)
-    else:
-        v_max = jnp.asarray(config.v_max, jnp.float32)
-    reward_fit_scale = 1.0 / jnp.maximum(jnp.square(v_max), 1e-12)
-    return ArmorState(
-        agent=agent,
-        ref_actor_params=agent.actor_params,
-        model=model,
-        model_opt=optax.adam(config.model_lr).init(model.params),
-        model_buffer=model_buffer.init_buffer(config.model_buffer_capacity, spec.obs_dim,
-                                              spec.act_dim),
-        rollout_obs=jnp.zeros((2, config.batch_size, spec.obs_dim), jnp.float32),
-        reward_fit_scale=reward_fit_scale,
-        config=config,
-        termination_fn=spec.termination_fn,
-    )
-
-
 @flax.struct.dataclass
 class AdversaryBatch:
     """The inputs of loss (4). obs, act ``(N, ...)``: D_M's (s, a), the real minibatch then the
@@ -238,87 +180,146 @@ class AdversaryBatch:
     real: Dataset
 
 
-def adversary_batch(state: ArmorState, real, key) -> AdversaryBatch:
-    """Algorithm 1, steps 3-4: with ``real`` the D_real minibatch, a D_model minibatch (D_model
-    must not be empty) and what D_M needs."""
-    sim_key, pi_key, ref_key, noise_key = jax.random.split(key, 4)
-    agent, config = state.agent, state.config
-    simulated = model_buffer.sample(state.model_buffer, sim_key, config.model_batch_size)
-    obs = jnp.concatenate([real.observations, simulated.observations])
-    pi_act = sac.policy_sample(agent, agent.actor_params, obs, pi_key)[0]
-    ref_act = sac.policy_sample(agent, state.ref_actor_params, obs, ref_key)[0]
-    return AdversaryBatch(obs=obs, act=jnp.concatenate([real.actions, simulated.actions]),
-                          pi_act=jax.lax.stop_gradient(pi_act),
-                          ref_act=jax.lax.stop_gradient(ref_act),
-                          noise=jax.random.normal(noise_key, obs.shape), real=real)
+@dataclasses.dataclass(frozen=True)
+class ARMOR(dynamics.SharedModel, Algorithm):
+    """``ARMOR(config, spec)``: ``spec`` has ``obs_dim``, ``act_dim`` and ``termination_fn``."""
 
+    config: ArmorConfig
+    name = "armor"
 
-def adversary_loss(state: ArmorState, critic_params, model_params, batch: AdversaryBatch, key,
-                   beta, model_fit_weight):
-    """Loss (4) summed over the twin critics (each critic's gradient is that of its own l_i,
-    the model's that of l_1 + l_2), divided by max(1, beta). ``beta`` and ``model_fit_weight``
-    (lambda) are arguments so they may be traced; :func:`update` passes the config's.
-    Returns ``(loss, metrics)``."""
-    config, agent, model = state.config, state.agent, state.model
-    obs, size = batch.obs, batch.obs.shape[0]
-    next_obs, rewards = model_transition(model, model_params, obs, batch.act, batch.noise)
-    terminals = _done(state.termination_fn, jax.lax.stop_gradient(next_obs)).astype(jnp.float32)
-    next_act, _ = sac.policy_sample(agent, agent.actor_params, next_obs, key)
-    # One critic call on [(s, a); (s, pi(s)); (s, pi_ref(s)); (s'_M, a')]: (num_qs, 4N).
-    q_all = sac.q_values(agent, critic_params, jnp.concatenate([obs, obs, obs, next_obs]),
+    def __post_init__(self):
+        self._parts(agent=sac.Agent(self.config.agent, self.spec.obs_dim, self.spec.act_dim),
+                    model_tx=optax.adam(self.config.model_lr))
+
+    def init(self, key, dataset, pretrained=None) -> ArmorState:
+        """``pretrained``: this seed's :meth:`pretrain` model (else fitted here); the warm start
+        always runs here."""
+        config, spec = self.config, self.spec
+        if dataset is None:
+            raise ValueError("armor.init needs the dataset (model pretraining and pi_ref)")
+        agent_key, warm_key = jax.random.split(key)
+        agent = self.agent.init(agent_key)
+        if config.warmstart_steps > 0:
+            agent, _ = atac.warm_start(self.agent, agent, config, dataset, warm_key,
+                                       config.warmstart_steps)
+        model = dynamics.fit_or_take(key, spec, dataset, config.dynamics, pretrained)
+        if config.v_max is None:
+            v_max = jnp.max(jnp.abs(dataset.rewards)) / (1.0 - config.agent.gamma)
+        else:
+            v_max = jnp.asarray(config.v_max, jnp.float32)
+        reward_fit_scale = 1.0 / jnp.maximum(jnp.square(v_max), 1e-12)
+        return ArmorState(
+            agent=agent,
+            ref_actor_params=agent.actor_params,
+            model=model,
+            model_opt=self.model_tx.init(model.params),
+            model_buffer=model_buffer.init_buffer(config.model_buffer_capacity, spec.obs_dim,
+                                                  spec.act_dim),
+            rollout_obs=jnp.zeros((2, config.batch_size, spec.obs_dim), jnp.float32),
+            reward_fit_scale=reward_fit_scale,
+        )
+
+    def expand_model_data(self, state: ArmorState, reset_obs, key, reset) -> ArmorState:
+        """Algorithm 1, steps 7-8: if ``reset``, both model states restart from ``reset_obs``
+        ``(B, obs)``; (s, pi(s)) and (s, pi_ref(s)) join D_model; the states advance one
+        detached model step (a terminal or non-finite next state restarts from ``reset_obs``)."""
+        pi_key, ref_key, noise_key = jax.random.split(key, 3)
+        starts = jnp.where(reset, reset_obs[None], state.rollout_obs)
+        pi_act, _ = self.agent.sample(state.agent.actor_params, starts[0], pi_key)
+        ref_act, _ = self.agent.sample(state.ref_actor_params, starts[1], ref_key)
+        actions = jnp.stack([pi_act, ref_act]).reshape(-1, pi_act.shape[-1])
+        flat_starts = starts.reshape(-1, starts.shape[-1])
+        next_obs, rewards = model_transition(state.model, state.model.params, flat_starts,
+                                             actions,
+                                             jax.random.normal(noise_key, flat_starts.shape))
+        next_obs, rewards = next_obs.reshape(starts.shape), rewards.reshape(starts.shape[:2])
+        actions = actions.reshape(starts.shape[:2] + pi_act.shape[-1:])
+        done = _done(self.spec.termination_fn, next_obs)
+        next_obs = jnp.where(jnp.isfinite(next_obs), next_obs, 0.0)
+        transitions = model_buffer.Transitions(starts, actions, jnp.nan_to_num(rewards),
+                                               next_obs, done.astype(jnp.float32))
+        buffer = model_buffer.add(state.model_buffer, transitions, jnp.ones(done.shape, bool))
+        rollout_obs = jnp.where(done[..., None], reset_obs[None], next_obs)
+        return state.replace(model_buffer=buffer,
+                             rollout_obs=jax.lax.stop_gradient(rollout_obs))
+
+    def adversary_batch(self, state: ArmorState, real, key) -> AdversaryBatch:
+        """Algorithm 1, steps 3-4: with ``real`` the D_real minibatch, a D_model minibatch
+        (D_model must not be empty) and what D_M needs."""
+        sim_key, pi_key, ref_key, noise_key = jax.random.split(key, 4)
+        simulated = model_buffer.sample(state.model_buffer, sim_key,
+                                        self.config.model_batch_size)
+        obs = jnp.concatenate([real.observations, simulated.observations])
+        pi_act = self.agent.sample(state.agent.actor_params, obs, pi_key)[0]
+        ref_act = self.agent.sample(state.ref_actor_params, obs, ref_key)[0]
+        return AdversaryBatch(obs=obs, act=jnp.concatenate([real.actions, simulated.actions]),
+                              pi_act=jax.lax.stop_gradient(pi_act),
+                              ref_act=jax.lax.stop_gradient(ref_act),
+                              noise=jax.random.normal(noise_key, obs.shape), real=real)
+
+    def adversary_loss(self, state: ArmorState, critic_params, model_params,
+                       batch: AdversaryBatch, key, beta, model_fit_weight):
+        """Algorithm 1, step 5: loss (4) summed over the twin critics (each critic's gradient
+        is that of its own l_i, the model's that of l_1 + l_2), divided by max(1, beta).
+        ``beta`` and ``model_fit_weight`` (lambda) are arguments so they may be traced;
+        :meth:`update` passes the config's. Returns ``(loss, metrics)``."""
+        config, critic, agent, model = self.config, self.agent, state.agent, state.model
+        obs, size = batch.obs, batch.obs.shape[0]
+        next_obs, rewards = model_transition(model, model_params, obs, batch.act, batch.noise)
+        terminals = _done(self.spec.termination_fn,
+                          jax.lax.stop_gradient(next_obs)).astype(jnp.float32)
+        next_act, _ = critic.sample(agent.actor_params, next_obs, key)
+        # One critic call on [(s, a); (s, pi(s)); (s, pi_ref(s)); (s'_M, a')]: (num_qs, 4N).
+        q_all = critic.q(critic_params, jnp.concatenate([obs, obs, obs, next_obs]),
                          jnp.concatenate([batch.act, batch.pi_act, batch.ref_act, next_act]))
-    q, q_pi, q_ref, q_next = (q_all[:, i * size:(i + 1) * size] for i in range(4))
-    target_next = sac.q_values(agent, agent.target_critic_params, next_obs, next_act).min(0)
-    bellman = atac.bellman_error(q, q_next, target_next, rewards, terminals,
-                                 config.agent.gamma, config.residual_weight)
-    relative = jnp.mean(q_pi - q_ref, axis=-1)
-    fit, (nll, reward_error) = model_fit(model, model_params, batch.real,
-                                         state.reward_fit_scale)
-    per_critic = relative + beta * bellman + model_fit_weight * fit
-    loss = jnp.sum(per_critic) / jnp.maximum(1.0, beta)
-    return loss, {"adversary_loss": loss, "relative_value": relative[0],
-                  "bellman_loss": bellman.mean(), "model_nll": nll,
-                  "model_reward_error": reward_error, "q_mean": q.mean(),
-                  "model_reward_mean": rewards.mean(), "model_terminal_rate": terminals.mean()}
+        q, q_pi, q_ref, q_next = (q_all[:, i * size:(i + 1) * size] for i in range(4))
+        target_next = critic.q(agent.target_critic_params, next_obs, next_act).min(0)
+        bellman = atac.bellman_error(q, q_next, target_next, rewards, terminals,
+                                     config.agent.gamma, config.residual_weight)
+        relative = jnp.mean(q_pi - q_ref, axis=-1)
+        fit, (nll, reward_error) = model_fit(model, model_params, batch.real,
+                                             state.reward_fit_scale)
+        per_critic = relative + beta * bellman + model_fit_weight * fit
+        loss = jnp.sum(per_critic) / jnp.maximum(1.0, beta)
+        return loss, {"adversary_loss": loss, "relative_value": relative[0],
+                      "bellman_loss": bellman.mean(), "model_nll": nll,
+                      "model_reward_error": reward_error, "q_mean": q.mean(),
+                      "model_reward_mean": rewards.mean(),
+                      "model_terminal_rate": terminals.mean()}
 
+    def update(self, state: ArmorState, dataset, key):
+        """One iteration k of Algorithm 1 (steps 3-8)."""
+        config, model = self.config, state.model
+        real_key, expand_key, batch_key, next_key, actor_key = jax.random.split(key, 5)
+        real = sample_batch(dataset, real_key, config.batch_size)
+        # 7-8 (moved first, see the module doc): reset every H updates, expand D_model.
+        reset = state.agent.step % config.rollout_horizon == 0
+        state = self.expand_model_data(state, real.observations, expand_key, reset)
+        batch = self.adversary_batch(state, real, batch_key)
+        # 5: the adversary, critics and model in one differentiation.
+        (_, metrics), (critic_grads, model_grads) = jax.value_and_grad(
+            self.adversary_loss, argnums=(1, 2), has_aux=True)(
+            state, state.agent.critic_params, model.params, batch, next_key, config.beta,
+            config.model_fit_weight)
+        agent = atac.critic_step(self.agent, state.agent, critic_grads, config.norm_constraint)
+        updates, model_opt = self.model_tx.update(model_grads, state.model_opt, model.params)
+        model = model.replace(params=optax.apply_updates(model.params, updates))
+        # 6: the actor against f_1 (f_1(s, pi_ref(s)) is a constant of the actor's loss).
+        agent, actor_metrics = atac.actor_step(self.agent, agent, config, batch.obs, actor_key)
+        state = state.replace(agent=agent.replace(step=agent.step + 1), model=model,
+                              model_opt=model_opt)
+        return state, {**metrics, **actor_metrics,
+                       "model_buffer_size": state.model_buffer.size.astype(jnp.float32)}
 
-def update(state: ArmorState, dataset, key):
-    """One iteration k of Algorithm 1 (steps 3-8)."""
-    config, model = state.config, state.model
-    real_key, expand_key, batch_key, next_key, actor_key = jax.random.split(key, 5)
-    real = sample_batch(dataset, real_key, config.batch_size)
-    # 7-8 (moved first, see the module doc): reset every H updates, expand D_model.
-    reset = state.agent.step % config.rollout_horizon == 0
-    state = expand_model_data(state, real.observations, expand_key, reset)
-    batch = adversary_batch(state, real, batch_key)
-    # 5: the adversary, critics and model in one differentiation.
-    (_, metrics), (critic_grads, model_grads) = jax.value_and_grad(
-        adversary_loss, argnums=(1, 2), has_aux=True)(
-        state, state.agent.critic_params, model.params, batch, next_key, config.beta,
-        config.model_fit_weight)
-    agent = atac.critic_step(state.agent, critic_grads, config.norm_constraint)
-    updates, model_opt = optax.adam(config.model_lr).update(model_grads, state.model_opt,
-                                                             model.params)
-    model = model.replace(params=optax.apply_updates(model.params, updates))
-    # 6: the actor against f_1 (f_1(s, pi_ref(s)) is a constant of the actor's loss).
-    agent, actor_metrics = atac.actor_step(agent, config, batch.obs, actor_key)
-    state = state.replace(agent=agent.replace(step=agent.step + 1), model=model,
-                          model_opt=model_opt)
-    return state, {**metrics, **actor_metrics,
-                   "model_buffer_size": state.model_buffer.size.astype(jnp.float32)}
+    def act(self, state: ArmorState, obs, key, deterministic: bool = True):
+        return self.agent.act(state.agent, obs, key, deterministic)
 
-
-def act(state: ArmorState, obs, key, deterministic: bool = True):
-    return sac.act(state.agent, obs, key, deterministic)
-
-
-def reference_act(state: ArmorState, obs, key, deterministic: bool = True):
-    """pi_ref's action (the behaviour-cloned reference the policy must not fall below)."""
-    return sac.act(state.agent.replace(actor_params=state.ref_actor_params), obs, key,
-                   deterministic)
+    def reference_act(self, state: ArmorState, obs, key, deterministic: bool = True):
+        """pi_ref's action (the behaviour-cloned reference the policy must not fall below)."""
+        return self.agent.act(state.agent.replace(actor_params=state.ref_actor_params), obs,
+                              key, deterministic)
 
 
 # The ARMOR paper's per-dataset settings are not checked yet; the defaults above apply to every
 # task (docs/algorithms.md#armor).
-ALGORITHM = Algorithm("armor", ArmorConfig, init, update, act, pretrain=dynamics.pretrain,
-                      pretrain_id=dynamics.pretrain_id)
+ALGORITHM = Registration("armor", ArmorConfig, ARMOR)

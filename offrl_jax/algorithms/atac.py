@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import optax
 
 from offrl_jax.algorithms import bc
-from offrl_jax.algorithms.base import Algorithm
+from offrl_jax.algorithms.base import Algorithm, Registration
 from offrl_jax.data import sample_batch
 from offrl_jax.parts import sac
 
@@ -57,7 +57,6 @@ class ATACConfig:
 @flax.struct.dataclass
 class ATACState:
     agent: sac.State
-    config: ATACConfig = flax.struct.field(pytree_node=False)
 
 
 def normalized_sum(loss, regularizer, weight):
@@ -106,149 +105,148 @@ def bellman_error(q, q_next, target_next, rewards, terminals, gamma: float,
     return (1.0 - residual_weight) * td + residual_weight * residual
 
 
-def critic_step(agent: sac.State, grads, max_norm: float) -> sac.State:
+def critic_step(agent: sac.Agent, state: sac.State, grads, max_norm: float) -> sac.State:
     """One fast step of the critics, the L2 projection of their layers, the target update."""
-    _, critic_tx, _ = sac.optimizers(agent.config)
-    updates, critic_opt = critic_tx.update(grads, agent.critic_opt, agent.critic_params)
-    critic_params = project_l2(optax.apply_updates(agent.critic_params, updates), max_norm)
-    return agent.replace(critic_params=critic_params, critic_opt=critic_opt,
-                         target_critic_params=sac.target_critic_update(
-                             agent, critic_params, agent.target_critic_params))
+    return agent.apply_critic_grads(state, grads,
+                                    project=lambda params: project_l2(params, max_norm))
 
 
-def actor_step(agent: sac.State, config, obs, key):
+def actor_step(agent: sac.Agent, state: sac.State, config, obs, key):
     """One temperature step, then one slow actor step maximising the first critic's
     ``f_1(s, pi(s))`` plus entropy (``normalized_sum(-f_1, -entropy, alpha)``).
 
-    ``obs`` ``(B, obs)``; ``config`` has ``fixed_alpha``. Returns the new agent and metrics.
+    ``obs`` ``(B, obs)``; ``config`` has ``fixed_alpha``. Returns the new agent state and
+    metrics.
     """
-    actor_tx, _, alpha_tx = sac.optimizers(agent.config)
-    _, logp = sac.policy_sample(agent, agent.actor_params, obs, key)
+    _, logp = agent.sample(state.actor_params, obs, key)
     entropy = -jnp.mean(logp)
-    log_alpha, alpha_opt = agent.log_alpha, agent.alpha_opt
+    log_alpha, alpha_opt = state.log_alpha, state.alpha_opt
     if config.fixed_alpha is None:
-        target_entropy = (-float(agent.act_dim) if agent.config.target_entropy is None
-                          else agent.config.target_entropy)
         # d/d log_alpha of log_alpha * (entropy - target): raise alpha while entropy is low.
-        alpha_grad = jax.lax.stop_gradient(entropy - target_entropy)
-        alpha_updates, alpha_opt = alpha_tx.update(alpha_grad, alpha_opt, log_alpha)
+        alpha_grad = jax.lax.stop_gradient(entropy - agent.target_entropy)
+        alpha_updates, alpha_opt = agent.alpha_tx.update(alpha_grad, alpha_opt, log_alpha)
         log_alpha = optax.apply_updates(log_alpha, alpha_updates)
         alpha = jnp.exp(log_alpha)
     else:
         alpha = jnp.asarray(config.fixed_alpha, jnp.float32)
 
     def loss_fn(actor_params):
-        actions, logp = sac.policy_sample(agent, actor_params, obs, key)
-        value = jnp.mean(sac.q_values(agent, agent.critic_params, obs, actions)[0])
+        actions, logp = agent.sample(actor_params, obs, key)
+        value = jnp.mean(agent.q(state.critic_params, obs, actions)[0])
         entropy = -jnp.mean(logp)
         weighted = jnp.where(alpha > 1, -value / alpha - entropy, -value - alpha * entropy)
         return weighted, value
 
-    (loss, value), grads = jax.value_and_grad(loss_fn, has_aux=True)(agent.actor_params)
-    updates, actor_opt = actor_tx.update(grads, agent.actor_opt, agent.actor_params)
-    agent = agent.replace(actor_params=optax.apply_updates(agent.actor_params, updates),
+    (loss, value), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.actor_params)
+    updates, actor_opt = agent.actor_tx.update(grads, state.actor_opt, state.actor_params)
+    state = state.replace(actor_params=optax.apply_updates(state.actor_params, updates),
                           actor_opt=actor_opt, log_alpha=log_alpha, alpha_opt=alpha_opt)
-    return agent, {"actor_loss": loss, "actor_value": value, "alpha": alpha,
+    return state, {"actor_loss": loss, "actor_value": value, "alpha": alpha,
                    "entropy": entropy}
 
 
-def warm_start(agent: sac.State, config, dataset, key, num_steps: int):
+def warm_start(agent: sac.Agent, state: sac.State, config, dataset, key, num_steps: int):
     """``num_steps`` of behaviour cloning of the actor and a Bellman fit of the critics to that
     policy (the ``residual_weight`` mix, no pessimism), in one ``lax.scan``.
 
     Both use ``config.warmstart_lr``; the critics are projected and their targets updated every
-    step. Returns the agent with new actor, critic and target parameters (optimizer states of
-    the main phase untouched) and the last step's metrics.
+    step. Returns the agent state with new actor, critic and target parameters (optimizer states
+    of the main phase untouched) and the last step's metrics.
     """
-    bc_config = bc.BCConfig(hidden_dims=config.agent.hidden_dims,
-                            learning_rate=config.warmstart_lr,
-                            batch_size=config.batch_size)
-    bc_state = bc.BCState(agent.actor_params, optax.adam(config.warmstart_lr).init(
-        agent.actor_params), jnp.zeros((), jnp.int32), bc_config, agent.act_dim)
+    cloner = bc.BC(bc.BCConfig(hidden_dims=config.agent.hidden_dims,
+                               learning_rate=config.warmstart_lr, batch_size=config.batch_size),
+                   agent)
     critic_tx = optax.adam(config.warmstart_lr)
+    gamma, tau = config.agent.gamma, config.agent.tau
 
     def step(carry, step_key):
         bc_state, critic_params, target_params, critic_opt = carry
         bc_key, batch_key, next_key = jax.random.split(step_key, 3)
-        bc_state, bc_metrics = bc.update(bc_state, dataset, bc_key)
+        bc_state, bc_metrics = cloner.update(bc_state, dataset, bc_key)
         batch = sample_batch(dataset, batch_key, config.batch_size)
-        next_act, _ = sac.policy_sample(agent, bc_state.actor_params, batch.next_observations,
-                                        next_key)
-        target_next = sac.q_values(agent, target_params, batch.next_observations,
-                                   next_act).min(0)
+        next_act, _ = agent.sample(bc_state.actor_params, batch.next_observations, next_key)
+        target_next = agent.q(target_params, batch.next_observations, next_act).min(0)
 
         def loss_fn(params):
-            q = sac.q_values(agent, params, batch.observations, batch.actions)
-            q_next = sac.q_values(agent, params, batch.next_observations, next_act)
+            q = agent.q(params, batch.observations, batch.actions)
+            q_next = agent.q(params, batch.next_observations, next_act)
             return jnp.sum(bellman_error(q, q_next, target_next, batch.rewards,
-                                         batch.terminals, config.agent.gamma,
-                                         config.residual_weight))
+                                         batch.terminals, gamma, config.residual_weight))
 
         loss, grads = jax.value_and_grad(loss_fn)(critic_params)
         updates, critic_opt = critic_tx.update(grads, critic_opt, critic_params)
         critic_params = project_l2(optax.apply_updates(critic_params, updates),
                                    config.norm_constraint)
-        target_params = optax.incremental_update(critic_params, target_params,
-                                                  config.agent.tau)
+        target_params = optax.incremental_update(critic_params, target_params, tau)
         metrics = {"warmstart_bc_nll": bc_metrics["nll"], "warmstart_bellman": loss}
         return (bc_state, critic_params, target_params, critic_opt), metrics
 
-    carry = (bc_state, agent.critic_params, agent.target_critic_params,
-             critic_tx.init(agent.critic_params))
+    carry = (cloner.state_from(state.actor_params), state.critic_params,
+             state.target_critic_params, critic_tx.init(state.critic_params))
     (bc_state, critic_params, target_params, _), metrics = jax.lax.scan(
         step, carry, jax.random.split(key, num_steps))
-    agent = agent.replace(actor_params=bc_state.actor_params, critic_params=critic_params,
+    state = state.replace(actor_params=bc_state.actor_params, critic_params=critic_params,
                           target_critic_params=target_params)
-    return agent, jax.tree_util.tree_map(lambda m: m[-1], metrics)
+    return state, jax.tree_util.tree_map(lambda m: m[-1], metrics)
 
 
-def init(key, spec, config: ATACConfig = ATACConfig(), dataset=None) -> ATACState:
-    init_key, warm_key = jax.random.split(key)
-    agent = sac.init(init_key, spec, config.agent)
-    if config.warmstart_steps > 0:
-        if dataset is None:
-            raise ValueError("atac.init: warmstart_steps > 0 needs the dataset "
-                             "(pass it, or set warmstart_steps=0)")
-        agent, _ = warm_start(agent, config, dataset, warm_key, config.warmstart_steps)
-    return ATACState(agent, config)
+@dataclasses.dataclass(frozen=True)
+class ATAC(Algorithm):
+    config: ATACConfig
+    name = "atac"
 
+    def __post_init__(self):
+        self._parts(agent=sac.Agent(self.config.agent, self.spec.obs_dim, self.spec.act_dim))
 
-def update(state: ATACState, dataset, key):
-    config, agent = state.config, state.agent
-    batch_key, next_key, pi_key, actor_key = jax.random.split(key, 4)
-    batch = sample_batch(dataset, batch_key, config.batch_size)
-    obs, next_obs = batch.observations, batch.next_observations
-    next_act, _ = sac.policy_sample(agent, agent.actor_params, next_obs, next_key)
-    pi_act, _ = sac.policy_sample(agent, agent.actor_params, obs, pi_key)
-    pi_act = jax.lax.stop_gradient(pi_act)
-    target_next = sac.q_values(agent, agent.target_critic_params, next_obs, next_act).min(0)
-    size = config.batch_size
+    def init(self, key, dataset=None, pretrained=None) -> ATACState:
+        config = self.config
+        init_key, warm_key = jax.random.split(key)
+        agent = self.agent.init(init_key)
+        if config.warmstart_steps > 0:
+            if dataset is None:
+                raise ValueError("atac.init: warmstart_steps > 0 needs the dataset "
+                                 "(pass it, or set warmstart_steps=0)")
+            agent, _ = warm_start(self.agent, agent, config, dataset, warm_key,
+                                  config.warmstart_steps)
+        return ATACState(agent)
 
-    def loss_fn(critic_params):
-        # One critic call on [(s, a); (s', a'); (s, pi(s))]: (num_qs, 3B).
-        q_all = sac.q_values(agent, critic_params, jnp.concatenate([obs, next_obs, obs]),
+    def update(self, state: ATACState, dataset, key):
+        config, critic, agent = self.config, self.agent, state.agent
+        batch_key, next_key, pi_key, actor_key = jax.random.split(key, 4)
+        batch = sample_batch(dataset, batch_key, config.batch_size)
+        obs, next_obs = batch.observations, batch.next_observations
+        next_act, _ = critic.sample(agent.actor_params, next_obs, next_key)
+        pi_act, _ = critic.sample(agent.actor_params, obs, pi_key)
+        pi_act = jax.lax.stop_gradient(pi_act)
+        target_next = critic.q(agent.target_critic_params, next_obs, next_act).min(0)
+        size = config.batch_size
+
+        # The critics: relative pessimism l(f, pi) + beta * E(f).
+        def loss_fn(critic_params):
+            # One critic call on [(s, a); (s', a'); (s, pi(s))]: (num_qs, 3B).
+            q_all = critic.q(critic_params, jnp.concatenate([obs, next_obs, obs]),
                              jnp.concatenate([batch.actions, next_act, pi_act]))
-        q, q_next, q_pi = q_all[:, :size], q_all[:, size:2 * size], q_all[:, 2 * size:]
-        bellman = bellman_error(q, q_next, target_next, batch.rewards, batch.terminals,
-                                config.agent.gamma, config.residual_weight)
-        pessimism = jnp.mean(q_pi - q, axis=-1)
-        loss = jnp.sum(normalized_sum(pessimism, bellman, config.beta))
-        return loss, (bellman, pessimism, q)
+            q, q_next, q_pi = q_all[:, :size], q_all[:, size:2 * size], q_all[:, 2 * size:]
+            bellman = bellman_error(q, q_next, target_next, batch.rewards, batch.terminals,
+                                    config.agent.gamma, config.residual_weight)
+            pessimism = jnp.mean(q_pi - q, axis=-1)
+            loss = jnp.sum(normalized_sum(pessimism, bellman, config.beta))
+            return loss, (bellman, pessimism, q)
 
-    (loss, (bellman, pessimism, q)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        agent.critic_params)
-    agent = critic_step(agent, grads, config.norm_constraint)
-    agent, actor_metrics = actor_step(agent, config, obs, actor_key)
-    agent = agent.replace(step=agent.step + 1)
-    return state.replace(agent=agent), {
-        "critic_loss": loss, "bellman_loss": bellman.mean(), "pessimism": pessimism.mean(),
-        "q_data_mean": q.mean(), **actor_metrics}
+        (loss, (bellman, pessimism, q)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            agent.critic_params)
+        agent = critic_step(critic, agent, grads, config.norm_constraint)
+        # The actor: maximise f_1(s, pi(s)) with entropy, at the slow rate.
+        agent, actor_metrics = actor_step(critic, agent, config, obs, actor_key)
+        agent = agent.replace(step=agent.step + 1)
+        return state.replace(agent=agent), {
+            "critic_loss": loss, "bellman_loss": bellman.mean(), "pessimism": pessimism.mean(),
+            "q_data_mean": q.mean(), **actor_metrics}
 
-
-def act(state: ATACState, obs, key, deterministic: bool = True):
-    return sac.act(state.agent, obs, key, deterministic)
+    def act(self, state: ATACState, obs, key, deterministic: bool = True):
+        return self.agent.act(state.agent, obs, key, deterministic)
 
 
 # The paper chooses beta per dataset; the lightATAC default (3.0) applies everywhere until
 # those values are checked (docs/algorithms.md#atac).
-ALGORITHM = Algorithm("atac", ATACConfig, init, update, act)
+ALGORITHM = Registration("atac", ATACConfig, ATAC)

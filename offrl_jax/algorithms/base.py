@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 
 class ConfigError(ValueError):
@@ -102,40 +102,69 @@ def apply_overrides(config, overrides: Mapping[str, Any], where: str = ""):
 
 @dataclasses.dataclass(frozen=True)
 class Algorithm:
-    """``init(key, spec, config, dataset) -> state``; ``update(state, dataset, key) ->
-    (state, metrics)`` samples its own minibatches; ``act(state, obs, key, deterministic)``.
+    """One algorithm made for one config and one environment: ``make(config, spec)``.
 
-    ``refresh(state, dataset, key) -> state``, when given, is periodic work (model rollouts) run
-    every ``config.rollouts.refresh_every`` updates, outside the inner update scan.
+    Making it builds its parts once (networks, optimizers, the rollout machinery, in the optax
+    and brax way), so states hold arrays only and the functions below are pure:
 
-    ``pretrain(key, spec, config, dataset) -> pytree``, when given, is the costly part of
-    ``init`` that other algorithms and later runs can share (a dynamics model): for the key
-    ``init`` receives, exactly what ``init`` would train; jittable and vmappable over ``key``
-    with the dataset shared. ``init`` then also takes ``pretrained=`` (one seed's pytree) and
-    skips that training; without it ``init`` trains it itself. ``pretrain_id(config) -> str``
-    names everything besides the dataset, env and key the pytree depends on: equal ids, equal
-    pytrees. The training loop fits each seed's pytree once and keeps it in a
-    :class:`~offrl_jax.models.store.ModelStore` (``OUT/models/`` under the runner).
+    - ``init(key, dataset, pretrained=None) -> state``;
+    - ``update(state, dataset, key) -> (state, metrics)``, which samples its own minibatches;
+    - ``act(state, obs, key, deterministic=True) -> actions``;
+    - ``refresh(state, dataset, key) -> state``, when the class defines it: periodic work (model
+      rollouts) run every :attr:`refresh_every` updates, outside the inner update scan;
+    - ``pretrain(key, dataset) -> pytree``, when the class defines it: the costly part of
+      ``init`` that other algorithms and later runs can share (a dynamics model): for the key
+      ``init`` receives, exactly what ``init`` would fit; jittable and vmappable over ``key``
+      with the dataset shared. ``init(..., pretrained=...)`` (one seed's pytree) then skips
+      that fit. :attr:`pretrain_id` names everything besides the dataset, env and key the
+      pytree depends on: equal ids, equal pytrees. The training loop fits each seed's pytree
+      once and keeps it in a :class:`~offrl_jax.models.store.ModelStore`.
+
+    Subclasses are frozen dataclasses of ``(config, spec)``: equal configs and environments
+    make equal algorithms (so jit caches keyed on them hit). Parts built in ``__post_init__``
+    are set with :meth:`_parts` and are not fields.
     """
+
+    config: Any
+    spec: Any
+
+    name: ClassVar[str] = ""
+    refresh: ClassVar[Callable | None] = None
+    pretrain: ClassVar[Callable | None] = None
+
+    def _parts(self, **parts) -> None:
+        for name, part in parts.items():
+            object.__setattr__(self, name, part)
+
+    @property
+    def refresh_every(self) -> int:
+        """Updates between two ``refresh`` calls (0: the algorithm has none)."""
+        return self.config.rollouts.refresh_every if self.refresh is not None else 0
+
+    @property
+    def pretrain_id(self) -> str | None:
+        return None
+
+    def init(self, key, dataset, pretrained=None):
+        raise NotImplementedError
+
+    def update(self, state, dataset, key):
+        raise NotImplementedError
+
+    def act(self, state, obs, key, deterministic: bool = True):
+        raise NotImplementedError
+
+
+@dataclasses.dataclass(frozen=True)
+class Registration:
+    """An algorithm as the runner sees it, before a config and environment are chosen: its name,
+    config class, ``make(config, spec) -> Algorithm`` and per-dataset settings (``{task: {path:
+    value}}``)."""
 
     name: str
     config_cls: type
-    init: Callable
-    update: Callable
-    act: Callable
-    refresh: Callable | None = None
-    pretrain: Callable | None = None
-    pretrain_id: Callable | None = None
+    make: Callable
     task_settings: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
-
-    def __post_init__(self):
-        if (self.pretrain is None) != (self.pretrain_id is None):
-            raise ValueError(f"{self.name}: pretrain and pretrain_id go together; give both or "
-                             f"neither")
-
-    def refresh_period(self, config) -> int:
-        """Updates between two ``refresh`` calls (0: the algorithm has none)."""
-        return config.rollouts.refresh_every if self.refresh is not None else 0
 
     def paths(self) -> dict[str, Any]:
         """``{path: default}`` of every setting of this algorithm's config."""

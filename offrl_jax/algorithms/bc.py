@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from offrl_jax.algorithms.base import Algorithm
+from offrl_jax.algorithms.base import Algorithm, Registration
 from offrl_jax.data import sample_batch
 from offrl_jax.networks import (
     TanhGaussianPolicy,
@@ -33,44 +33,49 @@ class BCState:
     actor_params: dict
     opt_state: optax.OptState
     step: jax.Array
-    config: BCConfig = flax.struct.field(pytree_node=False)
-    act_dim: int = flax.struct.field(pytree_node=False)
 
 
-def _policy(config: BCConfig, act_dim: int):
-    return TanhGaussianPolicy(config.hidden_dims, act_dim)
+@dataclasses.dataclass(frozen=True)
+class BC(Algorithm):
+    """``BC(config, spec)``; ``spec`` needs ``obs_dim`` and ``act_dim``. Also the behaviour
+    cloning part of ATAC's and ARMOR's warm start."""
+
+    config: BCConfig
+    name = "bc"
+
+    def __post_init__(self):
+        self._parts(policy=TanhGaussianPolicy(self.config.hidden_dims, self.spec.act_dim),
+                    tx=optax.adam(self.config.learning_rate))
+
+    def init(self, key, dataset=None, pretrained=None) -> BCState:
+        params = self.policy.init(key, jnp.zeros((1, self.spec.obs_dim)))
+        return self.state_from(params)
+
+    def state_from(self, actor_params) -> BCState:
+        """A fresh optimizer around given actor parameters."""
+        return BCState(actor_params, self.tx.init(actor_params), jnp.zeros((), jnp.int32))
+
+    def log_likelihood(self, actor_params, observations, actions):
+        """``(B,)`` log pi(a|s) of the given actions."""
+        mean, log_std = self.policy.apply(actor_params, observations)
+        return tanh_gaussian_log_prob_of_action(mean, log_std, actions)
+
+    def update(self, state: BCState, dataset, key):
+        batch = sample_batch(dataset, key, self.config.batch_size)
+
+        def loss_fn(params):
+            return -jnp.mean(self.log_likelihood(params, batch.observations, batch.actions))
+
+        loss, grads = jax.value_and_grad(loss_fn)(state.actor_params)
+        updates, opt_state = self.tx.update(grads, state.opt_state, state.actor_params)
+        params = optax.apply_updates(state.actor_params, updates)
+        mse = jnp.mean((self.act(state, batch.observations, key) - batch.actions) ** 2)
+        return (state.replace(actor_params=params, opt_state=opt_state, step=state.step + 1),
+                {"nll": loss, "action_mse": mse})
+
+    def act(self, state: BCState, obs, key, deterministic: bool = True):
+        mean, log_std = self.policy.apply(state.actor_params, obs)
+        return squashed_action(mean, log_std, key, deterministic)
 
 
-def init(key, spec, config: BCConfig = BCConfig(), dataset=None) -> BCState:
-    params = _policy(config, spec.act_dim).init(key, jnp.zeros((1, spec.obs_dim)))
-    return BCState(params, optax.adam(config.learning_rate).init(params),
-                   jnp.zeros((), jnp.int32), config, spec.act_dim)
-
-
-def log_likelihood(state: BCState, actor_params, observations, actions):
-    """``(B,)`` log pi(a|s) of the given actions."""
-    mean, log_std = _policy(state.config, state.act_dim).apply(actor_params, observations)
-    return tanh_gaussian_log_prob_of_action(mean, log_std, actions)
-
-
-def update(state: BCState, dataset, key):
-    batch = sample_batch(dataset, key, state.config.batch_size)
-
-    def loss_fn(params):
-        return -jnp.mean(log_likelihood(state, params, batch.observations, batch.actions))
-
-    loss, grads = jax.value_and_grad(loss_fn)(state.actor_params)
-    updates, opt_state = optax.adam(state.config.learning_rate).update(
-        grads, state.opt_state, state.actor_params)
-    params = optax.apply_updates(state.actor_params, updates)
-    mse = jnp.mean((act(state, batch.observations, key) - batch.actions) ** 2)
-    return (state.replace(actor_params=params, opt_state=opt_state, step=state.step + 1),
-            {"nll": loss, "action_mse": mse})
-
-
-def act(state: BCState, obs, key, deterministic: bool = True):
-    mean, log_std = _policy(state.config, state.act_dim).apply(state.actor_params, obs)
-    return squashed_action(mean, log_std, key, deterministic)
-
-
-ALGORITHM = Algorithm("bc", BCConfig, init, update, act)
+ALGORITHM = Registration("bc", BCConfig, BC)

@@ -4,8 +4,8 @@ of the paper.
 1. Fit the dynamics ensemble on the dataset (as MOPO, :mod:`offrl_jax.parts.dynamics`; or take
    the shared one ``pretrain`` fitted) and initialise the SAC agent (3 x 256);
 2. every ``rollouts.refresh_every`` updates, roll the current stochastic policy out in the model
-   into the buffer, no reward penalty (:func:`refresh`);
-3. on a minibatch of ``real_ratio`` (0.5) dataset rows and model rows (:func:`update`):
+   into the buffer, no reward penalty (:meth:`COMBO.refresh`);
+3. on a minibatch of ``real_ratio`` (0.5) dataset rows and model rows (:meth:`COMBO.update`):
    - the critic step of the paper's eq. (2): the Bellman error on the whole mixed batch
      (no entropy in the backup) plus ``beta`` (``state.cql_weight``) times the conservative
      term: push Q down on the mixed batch's states with a log-sum-exp over 10 uniform,
@@ -27,7 +27,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from offrl_jax.algorithms.base import Algorithm
+from offrl_jax.algorithms.base import Algorithm, Registration
 from offrl_jax.models import EnsembleState
 from offrl_jax.parts import conservative, dynamics, rollouts, sac
 
@@ -55,44 +55,48 @@ class COMBOState:
     model: EnsembleState
     rollouts: rollouts.State
     cql_weight: jax.Array  # () float32, beta
-    config: COMBOConfig = flax.struct.field(pytree_node=False)
 
 
-def init(key, spec, config: COMBOConfig = COMBOConfig(), dataset=None,
-         pretrained=None) -> COMBOState:
-    """Step 1. ``spec``: ``obs_dim``, ``act_dim`` and ``termination_fn`` (an ``EnvSpec``).
-    ``pretrained``: this seed's :func:`dynamics.fit` model (else fitted here)."""
-    model = dynamics.fit_or_take(key, spec, dataset, config.dynamics, pretrained)
-    agent = sac.init(jax.random.split(key, 2)[1], spec, config.agent)
-    return COMBOState(agent, model, rollouts.init(config.rollouts, spec),
-                      jnp.asarray(config.cql_weight, jnp.float32), config)
+@dataclasses.dataclass(frozen=True)
+class COMBO(dynamics.SharedModel, Algorithm):
+    """``COMBO(config, spec)``: ``spec`` has ``obs_dim``, ``act_dim`` and ``termination_fn``."""
 
+    config: COMBOConfig
+    name = "combo"
 
-def refresh(state: COMBOState, dataset, key) -> COMBOState:
-    """Step 2: model rollouts of the current stochastic policy into the buffer."""
-    return state.replace(rollouts=rollouts.refresh(
-        state.rollouts, state.config.rollouts, state.model, dataset, key,
-        rollouts.policy_fn(state.agent)))
+    def __post_init__(self):
+        self._parts(agent=sac.Agent(self.config.agent, self.spec.obs_dim, self.spec.act_dim),
+                    rollouts=rollouts.Rollouts(self.config.rollouts, self.spec))
 
+    def init(self, key, dataset, pretrained=None) -> COMBOState:
+        """Step 1. ``pretrained``: this seed's :meth:`pretrain` model (else fitted here)."""
+        model = dynamics.fit_or_take(key, self.spec, dataset, self.config.dynamics, pretrained)
+        agent = self.agent.init(jax.random.split(key, 2)[1])
+        return COMBOState(agent, model, self.rollouts.init(),
+                          jnp.asarray(self.config.cql_weight, jnp.float32))
 
-def update(state: COMBOState, dataset, key):
-    """Step 3: the conservative critic step on the mixed batch, then the policy step."""
-    config = state.config
-    batch_key, critic_key, actor_key = jax.random.split(key, 3)
-    real, model_rows, batch_metrics = rollouts.sample(state.rollouts, dataset, batch_key,
-                                                      config.batch_size, config.real_ratio)
-    batch = rollouts.concatenate(real, model_rows)
-    agent, _, metrics = conservative.critic_step(
-        state.agent, config.conservative, batch.observations, batch.next_observations, real,
-        batch, critic_key, state.cql_weight)
-    agent, actor_metrics = sac.update_actor_and_alpha(agent, batch, actor_key)
-    agent = agent.replace(step=agent.step + 1)
-    return state.replace(agent=agent), {**metrics, **actor_metrics, **batch_metrics,
-                                        **rollouts.metrics(state.rollouts)}
+    def refresh(self, state: COMBOState, dataset, key) -> COMBOState:
+        """Step 2: model rollouts of the current stochastic policy into the buffer."""
+        return state.replace(rollouts=self.rollouts.refresh(
+            state.rollouts, state.model, dataset, key, self.agent.policy_fn(state.agent)))
 
+    def update(self, state: COMBOState, dataset, key):
+        """Step 3: the conservative critic step on the mixed batch, then the policy step."""
+        config = self.config
+        batch_key, critic_key, actor_key = jax.random.split(key, 3)
+        real, model_rows, batch_metrics = rollouts.sample(
+            state.rollouts, dataset, batch_key, config.batch_size, config.real_ratio)
+        batch = rollouts.concatenate(real, model_rows)
+        agent, _, metrics = conservative.critic_step(
+            self.agent, state.agent, config.conservative, batch.observations,
+            batch.next_observations, real, batch, critic_key, state.cql_weight)
+        agent, actor_metrics = self.agent.update_actor_and_alpha(agent, batch, actor_key)
+        agent = agent.replace(step=agent.step + 1)
+        return state.replace(agent=agent), {**metrics, **actor_metrics, **batch_metrics,
+                                            **rollouts.metrics(state.rollouts)}
 
-def act(state: COMBOState, obs, key, deterministic: bool = True):
-    return sac.act(state.agent, obs, key, deterministic)
+    def act(self, state: COMBOState, obs, key, deterministic: bool = True):
+        return self.agent.act(state.agent, obs, key, deterministic)
 
 
 # (rollouts.horizon, cql_weight = beta) per dataset: docs/algorithms.md#combo.
@@ -106,6 +110,4 @@ _H_BETA = {
 TASK_SETTINGS = {task: {"rollouts.horizon": h, "cql_weight": beta}
                  for task, (h, beta) in _H_BETA.items()}
 
-ALGORITHM = Algorithm("combo", COMBOConfig, init, update, act, refresh=refresh,
-                      task_settings=TASK_SETTINGS, pretrain=dynamics.pretrain,
-                      pretrain_id=dynamics.pretrain_id)
+ALGORITHM = Registration("combo", COMBOConfig, COMBO, TASK_SETTINGS)

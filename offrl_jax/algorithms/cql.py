@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from offrl_jax.algorithms.base import Algorithm
+from offrl_jax.algorithms.base import Algorithm, Registration
 from offrl_jax.data import sample_batch
 from offrl_jax.parts import conservative, sac
 
@@ -41,45 +41,51 @@ class CQLState:
     agent: sac.State
     log_alpha_prime: jax.Array
     alpha_prime_opt: optax.OptState
-    config: CQLConfig = flax.struct.field(pytree_node=False)
 
 
-def init(key, spec, config: CQLConfig = CQLConfig(), dataset=None) -> CQLState:
-    log_alpha_prime = jnp.zeros(())
-    return CQLState(sac.init(key, spec, config.agent), log_alpha_prime,
-                    optax.adam(config.lagrange_lr).init(log_alpha_prime), config)
+@dataclasses.dataclass(frozen=True)
+class CQL(Algorithm):
+    config: CQLConfig
+    name = "cql"
+
+    def __post_init__(self):
+        self._parts(agent=sac.Agent(self.config.agent, self.spec.obs_dim, self.spec.act_dim),
+                    lagrange_tx=optax.adam(self.config.lagrange_lr))
+
+    def init(self, key, dataset=None, pretrained=None) -> CQLState:
+        log_alpha_prime = jnp.zeros(())
+        return CQLState(self.agent.init(key), log_alpha_prime,
+                        self.lagrange_tx.init(log_alpha_prime))
+
+    def update(self, state: CQLState, dataset, key):
+        config = self.config
+        batch_key, critic_key, actor_key = jax.random.split(key, 3)
+        batch = sample_batch(dataset, batch_key, config.batch_size)
+        # Step 1: the conservative critic step, its weight fixed or the Lagrange multiplier.
+        if config.lagrange:
+            weight = jnp.clip(jnp.exp(state.log_alpha_prime), 0.0, 1e6) * config.cql_weight
+            weight = jax.lax.stop_gradient(weight)
+        else:
+            weight = config.cql_weight
+        agent, penalty, metrics = conservative.critic_step(
+            self.agent, state.agent, config.conservative, batch.observations,
+            batch.next_observations, batch, batch, critic_key, weight)
+        log_alpha_prime, alpha_prime_opt = state.log_alpha_prime, state.alpha_prime_opt
+        if config.lagrange:
+            # Gradient ascent on alpha' * (penalty - gap): d(-loss)/d log alpha'.
+            gap = jax.lax.stop_gradient(penalty.mean() - config.target_action_gap)
+            grad = -jnp.exp(log_alpha_prime) * config.cql_weight * gap
+            step, alpha_prime_opt = self.lagrange_tx.update(grad, alpha_prime_opt)
+            log_alpha_prime = optax.apply_updates(log_alpha_prime, step)
+            metrics["alpha_prime"] = jnp.exp(log_alpha_prime)
+        # Step 2: the policy step.
+        agent, actor_metrics = self.agent.update_actor_and_alpha(agent, batch, actor_key)
+        agent = agent.replace(step=agent.step + 1)
+        return (state.replace(agent=agent, log_alpha_prime=log_alpha_prime,
+                              alpha_prime_opt=alpha_prime_opt), {**metrics, **actor_metrics})
+
+    def act(self, state: CQLState, obs, key, deterministic: bool = True):
+        return self.agent.act(state.agent, obs, key, deterministic)
 
 
-def update(state: CQLState, dataset, key):
-    config = state.config
-    batch_key, critic_key, actor_key = jax.random.split(key, 3)
-    batch = sample_batch(dataset, batch_key, config.batch_size)
-    # Step 1: the conservative critic step, its weight fixed or the Lagrange multiplier.
-    if config.lagrange:
-        weight = jnp.clip(jnp.exp(state.log_alpha_prime), 0.0, 1e6) * config.cql_weight
-        weight = jax.lax.stop_gradient(weight)
-    else:
-        weight = config.cql_weight
-    agent, penalty, metrics = conservative.critic_step(
-        state.agent, config.conservative, batch.observations, batch.next_observations, batch,
-        batch, critic_key, weight)
-    log_alpha_prime, alpha_prime_opt = state.log_alpha_prime, state.alpha_prime_opt
-    if config.lagrange:
-        # Gradient ascent on alpha' * (penalty - gap): d(-loss)/d log alpha'.
-        gap = jax.lax.stop_gradient(penalty.mean() - config.target_action_gap)
-        grad = -jnp.exp(log_alpha_prime) * config.cql_weight * gap
-        step, alpha_prime_opt = optax.adam(config.lagrange_lr).update(grad, alpha_prime_opt)
-        log_alpha_prime = optax.apply_updates(log_alpha_prime, step)
-        metrics["alpha_prime"] = jnp.exp(log_alpha_prime)
-    # Step 2: the policy step.
-    agent, actor_metrics = sac.update_actor_and_alpha(agent, batch, actor_key)
-    agent = agent.replace(step=agent.step + 1)
-    return (state.replace(agent=agent, log_alpha_prime=log_alpha_prime,
-                          alpha_prime_opt=alpha_prime_opt), {**metrics, **actor_metrics})
-
-
-def act(state: CQLState, obs, key, deterministic: bool = True):
-    return sac.act(state.agent, obs, key, deterministic)
-
-
-ALGORITHM = Algorithm("cql", CQLConfig, init, update, act)
+ALGORITHM = Registration("cql", CQLConfig, CQL)

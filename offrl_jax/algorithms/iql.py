@@ -8,6 +8,7 @@
   weights exp(temperature * (Q - V)) clipped at 100, with a cosine-decayed learning rate.
 
 As in the paper's locomotion runs, rewards are scaled by 1000 / (max - min episode return).
+Every default's source, and what differs from the official code: ``docs/algorithms.md#iql``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from offrl_jax.algorithms.base import Algorithm
+from offrl_jax.algorithms.base import Algorithm, Registration
 from offrl_jax.data import sample_batch
 from offrl_jax.networks import (
     MLP,
@@ -57,18 +58,6 @@ class IQLState:
     value_opt: optax.OptState
     reward_scale: jax.Array
     step: jax.Array
-    config: IQLConfig = flax.struct.field(pytree_node=False)
-    act_dim: int = flax.struct.field(pytree_node=False)
-
-
-def _nets(config: IQLConfig, act_dim: int):
-    return (TanhGaussianPolicy(config.hidden_dims, act_dim), QEnsemble(config.hidden_dims, 2),
-            MLP(config.hidden_dims, 1))
-
-
-def _optimizers(config: IQLConfig):
-    schedule = optax.cosine_decay_schedule(config.actor_lr, config.total_updates)
-    return optax.adam(schedule), optax.adam(config.critic_lr), optax.adam(config.value_lr)
 
 
 def expectile_loss(diff, expectile):
@@ -88,74 +77,91 @@ def episode_return_range(dataset) -> jax.Array:
             - jnp.min(jnp.where(present, sums, jnp.inf)))
 
 
-def init(key, spec, config: IQLConfig = IQLConfig(), dataset=None) -> IQLState:
-    actor, critic, value = _nets(config, spec.act_dim)
-    k1, k2, k3 = jax.random.split(key, 3)
-    obs, act = jnp.zeros((1, spec.obs_dim)), jnp.zeros((1, spec.act_dim))
-    actor_params = actor.init(k1, obs)
-    critic_params = critic.init(k2, obs, act)
-    value_params = value.init(k3, obs)
-    actor_tx, critic_tx, value_tx = _optimizers(config)
-    scale = jnp.asarray(1.0)
-    if config.normalize_rewards and dataset is not None:
-        scale = 1000.0 / jnp.maximum(episode_return_range(dataset), 1e-6)
-    return IQLState(actor_params, critic_params, critic_params, value_params,
-                    actor_tx.init(actor_params), critic_tx.init(critic_params),
-                    value_tx.init(value_params), scale, jnp.zeros((), jnp.int32), config,
-                    spec.act_dim)
+@dataclasses.dataclass(frozen=True)
+class IQL(Algorithm):
+    config: IQLConfig
+    name = "iql"
+
+    def __post_init__(self):
+        config = self.config
+        self._parts(actor=TanhGaussianPolicy(config.hidden_dims, self.spec.act_dim),
+                    critic=QEnsemble(config.hidden_dims, 2), value=MLP(config.hidden_dims, 1),
+                    actor_tx=optax.adam(optax.cosine_decay_schedule(config.actor_lr,
+                                                                    config.total_updates)),
+                    critic_tx=optax.adam(config.critic_lr),
+                    value_tx=optax.adam(config.value_lr))
+
+    def init(self, key, dataset=None, pretrained=None) -> IQLState:
+        config, spec = self.config, self.spec
+        k1, k2, k3 = jax.random.split(key, 3)
+        obs, act = jnp.zeros((1, spec.obs_dim)), jnp.zeros((1, spec.act_dim))
+        actor_params = self.actor.init(k1, obs)
+        critic_params = self.critic.init(k2, obs, act)
+        value_params = self.value.init(k3, obs)
+        scale = jnp.asarray(1.0)
+        if config.normalize_rewards and dataset is not None:
+            scale = 1000.0 / jnp.maximum(episode_return_range(dataset), 1e-6)
+        return IQLState(actor_params, critic_params, critic_params, value_params,
+                        self.actor_tx.init(actor_params), self.critic_tx.init(critic_params),
+                        self.value_tx.init(value_params), scale, jnp.zeros((), jnp.int32))
+
+    def update(self, state: IQLState, dataset, key):
+        config = self.config
+        actor, critic, value = self.actor, self.critic, self.value
+        batch = sample_batch(dataset, key, config.batch_size)
+        rewards = batch.rewards * state.reward_scale
+        target_q = critic.apply(state.target_critic_params, batch.observations,
+                                batch.actions).min(0)
+
+        # 1. V towards the expectile of the target critics' Q over dataset actions.
+        def value_loss(params):
+            v = value.apply(params, batch.observations)[..., 0]
+            return jnp.mean(expectile_loss(target_q - v, config.expectile)), v
+
+        (v_loss, v), v_grads = jax.value_and_grad(value_loss, has_aux=True)(state.value_params)
+        v_updates, value_opt = self.value_tx.update(v_grads, state.value_opt,
+                                                    state.value_params)
+        value_params = optax.apply_updates(state.value_params, v_updates)
+
+        # 2. Each Q towards r + gamma (1 - done) V(s').
+        next_v = value.apply(value_params, batch.next_observations)[..., 0]
+        td_target = rewards + config.gamma * (1.0 - batch.terminals) * next_v
+
+        def critic_loss(params):
+            q = critic.apply(params, batch.observations, batch.actions)
+            return jnp.mean(jnp.sum((q - td_target) ** 2, axis=0)), q
+
+        (q_loss, q), q_grads = jax.value_and_grad(critic_loss, has_aux=True)(
+            state.critic_params)
+        q_updates, critic_opt = self.critic_tx.update(q_grads, state.critic_opt,
+                                                      state.critic_params)
+        critic_params = optax.apply_updates(state.critic_params, q_updates)
+
+        # 3. Advantage-weighted regression of the policy on dataset actions.
+        weights = jnp.minimum(jnp.exp(config.temperature * (target_q - v)), config.max_weight)
+
+        def actor_loss(params):
+            mean, log_std = actor.apply(params, batch.observations)
+            log_prob = tanh_gaussian_log_prob_of_action(mean, log_std, batch.actions)
+            return -jnp.mean(weights * log_prob)
+
+        a_loss, a_grads = jax.value_and_grad(actor_loss)(state.actor_params)
+        a_updates, actor_opt = self.actor_tx.update(a_grads, state.actor_opt,
+                                                    state.actor_params)
+        actor_params = optax.apply_updates(state.actor_params, a_updates)
+
+        state = state.replace(
+            actor_params=actor_params, critic_params=critic_params, value_params=value_params,
+            target_critic_params=optax.incremental_update(
+                critic_params, state.target_critic_params, config.tau),
+            actor_opt=actor_opt, critic_opt=critic_opt, value_opt=value_opt,
+            step=state.step + 1)
+        return state, {"value_loss": v_loss, "critic_loss": q_loss, "actor_loss": a_loss,
+                       "q_mean": q.mean(), "v_mean": v.mean(), "weight_mean": weights.mean()}
+
+    def act(self, state: IQLState, obs, key, deterministic: bool = True):
+        mean, log_std = self.actor.apply(state.actor_params, obs)
+        return squashed_action(mean, log_std, key, deterministic)
 
 
-def update(state: IQLState, dataset, key):
-    config = state.config
-    actor, critic, value = _nets(config, state.act_dim)
-    actor_tx, critic_tx, value_tx = _optimizers(config)
-    batch = sample_batch(dataset, key, config.batch_size)
-    rewards = batch.rewards * state.reward_scale
-    target_q = critic.apply(state.target_critic_params, batch.observations,
-                            batch.actions).min(0)
-
-    def value_loss(params):
-        v = value.apply(params, batch.observations)[..., 0]
-        return jnp.mean(expectile_loss(target_q - v, config.expectile)), v
-
-    (v_loss, v), v_grads = jax.value_and_grad(value_loss, has_aux=True)(state.value_params)
-    v_updates, value_opt = value_tx.update(v_grads, state.value_opt, state.value_params)
-    value_params = optax.apply_updates(state.value_params, v_updates)
-
-    next_v = value.apply(value_params, batch.next_observations)[..., 0]
-    td_target = rewards + config.gamma * (1.0 - batch.terminals) * next_v
-
-    def critic_loss(params):
-        q = critic.apply(params, batch.observations, batch.actions)
-        return jnp.mean(jnp.sum((q - td_target) ** 2, axis=0)), q
-
-    (q_loss, q), q_grads = jax.value_and_grad(critic_loss, has_aux=True)(state.critic_params)
-    q_updates, critic_opt = critic_tx.update(q_grads, state.critic_opt, state.critic_params)
-    critic_params = optax.apply_updates(state.critic_params, q_updates)
-
-    weights = jnp.minimum(jnp.exp(config.temperature * (target_q - v)), config.max_weight)
-
-    def actor_loss(params):
-        mean, log_std = actor.apply(params, batch.observations)
-        log_prob = tanh_gaussian_log_prob_of_action(mean, log_std, batch.actions)
-        return -jnp.mean(weights * log_prob)
-
-    a_loss, a_grads = jax.value_and_grad(actor_loss)(state.actor_params)
-    a_updates, actor_opt = actor_tx.update(a_grads, state.actor_opt, state.actor_params)
-    actor_params = optax.apply_updates(state.actor_params, a_updates)
-
-    state = state.replace(
-        actor_params=actor_params, critic_params=critic_params, value_params=value_params,
-        target_critic_params=optax.incremental_update(critic_params,
-                                                      state.target_critic_params, config.tau),
-        actor_opt=actor_opt, critic_opt=critic_opt, value_opt=value_opt, step=state.step + 1)
-    return state, {"value_loss": v_loss, "critic_loss": q_loss, "actor_loss": a_loss,
-                   "q_mean": q.mean(), "v_mean": v.mean(), "weight_mean": weights.mean()}
-
-
-def act(state: IQLState, obs, key, deterministic: bool = True):
-    mean, log_std = _nets(state.config, state.act_dim)[0].apply(state.actor_params, obs)
-    return squashed_action(mean, log_std, key, deterministic)
-
-
-ALGORITHM = Algorithm("iql", IQLConfig, init, update, act)
+ALGORITHM = Registration("iql", IQLConfig, IQL)

@@ -5,11 +5,11 @@
 2. every ``rollouts.refresh_every`` updates, roll the current stochastic policy out in the model
    (``rollouts.batch_size`` dataset start states, ``rollouts.horizon`` steps), storing each
    transition's uncertainty u(s, a) (``penalty``: MOPO's "aleatoric" max over members of
-   ||sigma||_2 by default, or "pairwise_max" / "ensemble_std") (:func:`refresh`);
+   ||sigma||_2 by default, or "pairwise_max" / "ensemble_std") (:meth:`MOPO.refresh`);
 3. the uncertainty-penalised reward ``r~(s, a) = r(s, a) - lambda * u(s, a)`` on the model rows
-   (:func:`penalized`);
+   (:meth:`MOPO.penalized`);
 4. one SAC step on a minibatch of ``real_ratio`` (0.05) dataset rows and penalised model rows:
-   SAC in the uncertainty-penalised MDP (:func:`update`).
+   SAC in the uncertainty-penalised MDP (:meth:`MOPO.update`).
 
 ``lambda`` is ``state.penalty_coef``, a float32 leaf of the state (initialised from
 ``config.penalty_coef``), not a static config field: a sweep over lambda is a vmap over states
@@ -29,7 +29,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from offrl_jax.algorithms.base import Algorithm
+from offrl_jax.algorithms.base import Algorithm, Registration
 from offrl_jax.models import PENALTY_NAMES, EnsembleState
 from offrl_jax.models.buffer import Transitions
 from offrl_jax.parts import dynamics, rollouts, sac
@@ -59,45 +59,52 @@ class MOPOState:
     model: EnsembleState
     rollouts: rollouts.State
     penalty_coef: jax.Array  # () float32, lambda
-    config: MOPOConfig = flax.struct.field(pytree_node=False)
 
 
-def init(key, spec, config: MOPOConfig = MOPOConfig(), dataset=None,
-         pretrained=None) -> MOPOState:
-    """Step 1. ``spec``: ``obs_dim``, ``act_dim`` and ``termination_fn`` (an ``EnvSpec``).
-    ``pretrained``: this seed's :func:`dynamics.fit` model (else fitted here)."""
-    model = dynamics.fit_or_take(key, spec, dataset, config.dynamics, pretrained)
-    agent = sac.init(jax.random.split(key, 2)[1], spec, config.agent)
-    return MOPOState(agent, model, rollouts.init(config.rollouts, spec, config.penalty),
-                     jnp.asarray(config.penalty_coef, jnp.float32), config)
+@dataclasses.dataclass(frozen=True)
+class MOPO(dynamics.SharedModel, Algorithm):
+    """``MOPO(config, spec)``: ``spec`` has ``obs_dim``, ``act_dim`` and ``termination_fn``."""
 
+    config: MOPOConfig
+    name = "mopo"
 
-def refresh(state: MOPOState, dataset, key) -> MOPOState:
-    """Step 2: model rollouts of the current stochastic policy, with u(s, a), into the buffer."""
-    return state.replace(rollouts=rollouts.refresh(
-        state.rollouts, state.config.rollouts, state.model, dataset, key,
-        rollouts.policy_fn(state.agent)))
+    def __post_init__(self):
+        self._parts(agent=sac.Agent(self.config.agent, self.spec.obs_dim, self.spec.act_dim),
+                    rollouts=rollouts.Rollouts(self.config.rollouts, self.spec,
+                                               self.config.penalty))
 
+    def init(self, key, dataset, pretrained=None) -> MOPOState:
+        """Step 1. ``pretrained``: this seed's :meth:`pretrain` model (else fitted here)."""
+        model = dynamics.fit_or_take(key, self.spec, dataset, self.config.dynamics, pretrained)
+        agent = self.agent.init(jax.random.split(key, 2)[1])
+        return MOPOState(agent, model, self.rollouts.init(),
+                         jnp.asarray(self.config.penalty_coef, jnp.float32))
 
-def penalized(model_rows: Transitions, penalty_coef) -> Transitions:
-    """Step 3: the model rows with rewards ``r - lambda * u(s, a)``."""
-    return model_rows.replace(rewards=model_rows.rewards - penalty_coef * model_rows.penalties)
+    def refresh(self, state: MOPOState, dataset, key) -> MOPOState:
+        """Step 2: model rollouts of the current stochastic policy, with u(s, a), into the
+        buffer."""
+        return state.replace(rollouts=self.rollouts.refresh(
+            state.rollouts, state.model, dataset, key, self.agent.policy_fn(state.agent)))
 
+    @staticmethod
+    def penalized(model_rows: Transitions, penalty_coef) -> Transitions:
+        """Step 3: the model rows with rewards ``r - lambda * u(s, a)``."""
+        return model_rows.replace(
+            rewards=model_rows.rewards - penalty_coef * model_rows.penalties)
 
-def update(state: MOPOState, dataset, key):
-    """Step 4: one SAC step on dataset rows and penalised model rows."""
-    config = state.config
-    batch_key, agent_key = jax.random.split(key)
-    real, model_rows, batch_metrics = rollouts.sample(state.rollouts, dataset, batch_key,
-                                                      config.batch_size, config.real_ratio)
-    batch = rollouts.concatenate(real, penalized(model_rows, state.penalty_coef))
-    agent, metrics = sac.update(state.agent, batch, agent_key)
-    return state.replace(agent=agent), {**metrics, **batch_metrics,
-                                        **rollouts.metrics(state.rollouts)}
+    def update(self, state: MOPOState, dataset, key):
+        """Step 4: one SAC step on dataset rows and penalised model rows."""
+        config = self.config
+        batch_key, agent_key = jax.random.split(key)
+        real, model_rows, batch_metrics = rollouts.sample(
+            state.rollouts, dataset, batch_key, config.batch_size, config.real_ratio)
+        batch = rollouts.concatenate(real, self.penalized(model_rows, state.penalty_coef))
+        agent, metrics = self.agent.update(state.agent, batch, agent_key)
+        return state.replace(agent=agent), {**metrics, **batch_metrics,
+                                            **rollouts.metrics(state.rollouts)}
 
-
-def act(state: MOPOState, obs, key, deterministic: bool = True):
-    return sac.act(state.agent, obs, key, deterministic)
+    def act(self, state: MOPOState, obs, key, deterministic: bool = True):
+        return self.agent.act(state.agent, obs, key, deterministic)
 
 
 # (rollouts.horizon, penalty_coef) per dataset: docs/algorithms.md#mopo.
@@ -112,6 +119,4 @@ _H_LAMBDA = {
 TASK_SETTINGS = {task: {"rollouts.horizon": h, "penalty_coef": coef}
                  for task, (h, coef) in _H_LAMBDA.items()}
 
-ALGORITHM = Algorithm("mopo", MOPOConfig, init, update, act, refresh=refresh,
-                      task_settings=TASK_SETTINGS, pretrain=dynamics.pretrain,
-                      pretrain_id=dynamics.pretrain_id)
+ALGORITHM = Registration("mopo", MOPOConfig, MOPO, TASK_SETTINGS)

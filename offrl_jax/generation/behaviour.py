@@ -65,6 +65,7 @@ class BehaviourRun:
     checkpoints: list[PolicyCheckpoint]
     replay: dict[str, np.ndarray]       # every transition in collection order
     state: sac.State                 # the final SAC state
+    agent: sac.Agent                 # its networks (``agent.act`` acts with a state)
 
     def expert_checkpoint(self) -> PolicyCheckpoint:
         """The best evaluated checkpoint (the earliest among equals).
@@ -85,13 +86,13 @@ class BehaviourRun:
         return next(c for c in self.checkpoints if c.mean_return >= fraction * best)
 
 
-def _make_train_chunk(num_updates: int, batch_size: int):
+def _make_train_chunk(agent: sac.Agent, num_updates: int, batch_size: int):
     def train_chunk(state, replay, size, key):
         def body(state, step_key):
             index_key, update_key = jax.random.split(step_key)
             index = jax.random.randint(index_key, (batch_size,), 0, size)
             batch = jax.tree_util.tree_map(lambda x: x[index], replay)
-            return sac.update(state, batch, update_key)
+            return agent.update(state, batch, update_key)
 
         state, metrics = jax.lax.scan(body, state, jax.random.split(key, num_updates))
         return state, jax.tree_util.tree_map(jnp.mean, metrics)
@@ -104,10 +105,6 @@ def _insert(replay: _Replay, chunk: _Replay, start) -> _Replay:
     return jax.tree_util.tree_map(
         lambda buf, new: jax.lax.dynamic_update_slice_in_dim(buf, new, start, axis=0),
         replay, chunk)
-
-
-def _stochastic_act(state, obs, key, deterministic):
-    return sac.act(state, obs, key, deterministic)
 
 
 def _segment_seed(seed: int, segment: int) -> int:
@@ -162,7 +159,8 @@ def train_behaviour(env: str, profile: GenerationProfile, seed: int, work_dir: s
     files = _RunFiles(work_dir)
 
     key = jax.random.PRNGKey(seed)
-    state = sac.init(jax.random.fold_in(key, 0), spec, profile.sac)
+    agent = sac.Agent(profile.sac, spec.obs_dim, spec.act_dim)
+    state = agent.init(jax.random.fold_in(key, 0))
     checkpoints: list[PolicyCheckpoint] = []
     start_segment = 0
     saved = files.load_state()
@@ -193,9 +191,9 @@ def train_behaviour(env: str, profile: GenerationProfile, seed: int, work_dir: s
                                             for k in _Replay.__dataclass_fields__}), 0)
 
     gym_env = spec.make_gym_env()
-    policy = jax.jit(lambda st, obs, k: sac.act(st, obs, k, deterministic=False))
-    train_chunk = _make_train_chunk(seg_steps, profile.batch_size)
-    evaluator = Evaluator(env, _stochastic_act, num_episodes=profile.eval_episodes,
+    policy = jax.jit(lambda st, obs, k: agent.act(st, obs, k, deterministic=False))
+    train_chunk = _make_train_chunk(agent, seg_steps, profile.batch_size)
+    evaluator = Evaluator(env, agent.act, num_episodes=profile.eval_episodes,
                           deterministic=False)
     unsaved: list[int] = []
     bar = tqdm(total=num_segments, initial=start_segment, desc=f"behaviour SAC {env}",
@@ -241,7 +239,7 @@ def train_behaviour(env: str, profile: GenerationProfile, seed: int, work_dir: s
     bar.close()
     gym_env.close()
     return BehaviourRun(env, checkpoints, {k: np.concatenate(v) for k, v in host_replay.items()},
-                        state)
+                        state, agent)
 
 
 def _collect_segment(gym_env, spec, state, policy, segment, seed, seg_steps, start_steps,

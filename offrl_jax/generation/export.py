@@ -22,6 +22,8 @@ writes ``offrl_jax/generation/policies/<env>/`` (layout in :mod:`offrl_jax.gener
 
 from __future__ import annotations
 
+import functools
+
 import json
 from pathlib import Path
 
@@ -53,14 +55,21 @@ def read_behaviour_run(work_dir: str | Path) -> tuple[dict, list[dict]]:
     return recipe, checkpoints
 
 
+@functools.lru_cache(maxsize=None)
+def actor_agent(env: str, hidden_dims: tuple[int, ...] = (256, 256)) -> sac.Agent:
+    """The SAC agent of ``env``'s behaviour policies: one instance per (env, hidden_dims), so
+    programs compiled around its ``act`` are compiled once."""
+    spec = get_env_spec(env)
+    return sac.Agent(sac.Config(hidden_dims=tuple(hidden_dims)), spec.obs_dim, spec.act_dim)
+
+
 def actor_state(env: str, actor_params, hidden_dims=(256, 256),
                 template: sac.State | None = None) -> sac.State:
-    """A SAC state whose actor is ``actor_params`` (critics unused), for ``sac.act``; pass a
-    ``template`` (an earlier result) to swap the actor without initialising another state."""
+    """A SAC state whose actor is ``actor_params`` (critics unused), for
+    ``actor_agent(env, hidden_dims).act``; pass a ``template`` (an earlier result) to swap the
+    actor without initialising another state."""
     if template is None:
-        spec = get_env_spec(env)
-        template = sac.init(jax.random.PRNGKey(0), spec,
-                            sac.Config(hidden_dims=tuple(hidden_dims)))
+        template = actor_agent(env, tuple(hidden_dims)).init(jax.random.PRNGKey(0))
     params = jax.tree_util.tree_map(jnp.asarray, actor_params)
     expected = jax.tree_util.tree_structure(template.actor_params)
     if jax.tree_util.tree_structure(params) != expected:
@@ -70,9 +79,10 @@ def actor_state(env: str, actor_params, hidden_dims=(256, 256),
     return template.replace(actor_params=params)
 
 
-def actor_evaluator(env: str, episodes: int) -> Evaluator:
+def actor_evaluator(env: str, episodes: int, hidden_dims=(256, 256)) -> Evaluator:
     """One evaluator (compiled once) for any number of actors of ``env``, actions sampled."""
-    return Evaluator(env, sac.act, num_episodes=episodes, deterministic=False)
+    return Evaluator(env, actor_agent(env, tuple(hidden_dims)).act, num_episodes=episodes,
+                     deterministic=False)
 
 
 def evaluate_actor(env: str, actor_params, episodes: int, seed: int,
@@ -80,7 +90,7 @@ def evaluate_actor(env: str, actor_params, episodes: int, seed: int,
                    template: sac.State | None = None) -> dict:
     """Sampled-action returns of one actor over ``episodes`` episodes: the summary stats."""
     state = actor_state(env, actor_params, hidden_dims, template)
-    evaluator = evaluator or actor_evaluator(env, episodes)
+    evaluator = evaluator or actor_evaluator(env, episodes, hidden_dims)
     result = evaluator(jax.tree_util.tree_map(lambda x: x[None], state),
                        jax.random.PRNGKey(seed))
     returns, normalized = result.returns[0], result.normalized[0]
@@ -102,7 +112,7 @@ def choose_policies(env: str, checkpoints: list[dict], eval_episodes: int = 50,
             raise KeyError(f"no D4RL medium target for {env!r}; pass medium_target")
         medium_target = reference.normalized_mean
     norm = [float(normalized_score(env, c["mean_return"])) for c in checkpoints]
-    evaluator = actor_evaluator(env, eval_episodes)
+    evaluator = actor_evaluator(env, eval_episodes, hidden_dims)
     template = actor_state(env, checkpoints[0]["actor"], hidden_dims)
 
     def evaluated(indices):

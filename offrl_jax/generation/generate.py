@@ -30,7 +30,6 @@ from types import SimpleNamespace
 import numpy as np
 from tqdm.auto import tqdm
 
-from offrl_jax.parts import sac
 from offrl_jax.data import (
     DatasetError,
     cache_dir,
@@ -192,6 +191,13 @@ def _actor_policy_state(env: str, manifest: dict, actor_params, cache: dict):
     return state
 
 
+def _actor_act(env: str, manifest: dict):
+    """The ``act`` of the shipped policies' agent (one instance per env and size)."""
+    from offrl_jax.generation.export import actor_agent
+
+    return actor_agent(env, tuple(manifest["training"]["hidden_dims"])).act
+
+
 def _shipped_collect(env: str, kind: str, profile: GenerationProfile, seed: int,
                      progress: bool, cache: dict) -> tuple[dict, str]:
     """Arrays and a description of one dataset made from the shipped policies."""
@@ -203,7 +209,7 @@ def _shipped_collect(env: str, kind: str, profile: GenerationProfile, seed: int,
             params = policies.load_role(env, role, manifest=manifest)
             cache[role] = collect_dataset(
                 env, profile.dataset_size, profile.collect_envs,
-                seed * 100 + (2 if role == "medium" else 3), act_fn=sac.act,
+                seed * 100 + (2 if role == "medium" else 3), act_fn=_actor_act(env, manifest),
                 policy_state=_actor_policy_state(env, manifest, params, cache),
                 progress=progress,
                 desc=f"{env}-{role}")
@@ -232,7 +238,7 @@ def _shipped_collect(env: str, kind: str, profile: GenerationProfile, seed: int,
             params = policies.load_actor(root / piece["policy"]["file"],
                                          piece["policy"]["sha256"])
             parts.append(collect_dataset(
-                env, count, 1, seed * 100 + 50_000 + i, act_fn=sac.act,
+                env, count, 1, seed * 100 + 50_000 + i, act_fn=_actor_act(env, manifest),
                 policy_state=_actor_policy_state(env, manifest, params, cache), progress=False))
         bar.update(1)
     bar.close()
@@ -331,7 +337,7 @@ def _trained_maker(env, profile, seed, todo, work_dir, progress):
             state = run.state.replace(actor_params=checkpoint.actor_params)
             collected[name] = collect_dataset(
                 env, profile.dataset_size, profile.collect_envs,
-                seed * 100 + (2 if name == "medium" else 3), act_fn=sac.act,
+                seed * 100 + (2 if name == "medium" else 3), act_fn=run.agent.act,
                 policy_state=state, progress=progress, desc=f"{env}-{name}")
         return collected[name]
 

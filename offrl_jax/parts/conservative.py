@@ -20,7 +20,6 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from offrl_jax.parts import sac
 
@@ -64,24 +63,23 @@ def conservative_penalty(q_fn, obs, actions, log_probs, data_q, temperature: flo
     return push_down.mean(axis=-1) - data_q.mean(axis=-1)
 
 
-def critic_step(state: sac.State, config: Config, push_down_obs, next_obs_for_pi, real_batch,
-                bellman_batch, key, weight):
-    """One critic step of the agent on its Bellman error (on ``bellman_batch``) plus ``weight``
+def critic_step(agent: sac.Agent, state: sac.State, config: Config, push_down_obs,
+                next_obs_for_pi, real_batch, bellman_batch, key, weight):
+    """One critic step of ``agent`` on its Bellman error (on ``bellman_batch``) plus ``weight``
     times the per-member penalty (pushed down at ``push_down_obs``, the policy's actions drawn
     at them and at ``next_obs_for_pi``; pushed up on ``real_batch``'s (s, a)).
 
     CQL passes one real batch for all of them, COMBO its mixed batch for the push-down and
-    Bellman terms. Returns the new agent, the per-member penalty and metrics.
+    Bellman terms. Returns the new agent state, the per-member penalty and metrics.
     """
     target_key, sample_key = jax.random.split(key)
-    _, critic_tx, _ = sac.optimizers(state.config)
-    target = jax.lax.stop_gradient(sac.soft_td_target(state, bellman_batch, target_key))
-    policy_sample = lambda o, k: sac.policy_sample(state, state.actor_params, o, k)  # noqa: E731
+    target = jax.lax.stop_gradient(agent.td_target(state, bellman_batch, target_key))
+    policy_sample = lambda o, k: agent.sample(state.actor_params, o, k)  # noqa: E731
     actions, log_probs = sampled_actions(sample_key, policy_sample, push_down_obs,
-                                         next_obs_for_pi, state.act_dim, config.num_samples)
+                                         next_obs_for_pi, agent.act_dim, config.num_samples)
 
     def loss_fn(critic_params):
-        q_fn = lambda o, a: sac.q_values(state, critic_params, o, a)  # noqa: E731
+        q_fn = lambda o, a: agent.q(critic_params, o, a)  # noqa: E731
         q = q_fn(bellman_batch.observations, bellman_batch.actions)
         bellman = jnp.mean(jnp.sum((q - target) ** 2, axis=0))
         data_q = q_fn(real_batch.observations, real_batch.actions)
@@ -91,10 +89,6 @@ def critic_step(state: sac.State, config: Config, push_down_obs, next_obs_for_pi
 
     (_, (bellman, penalty, q)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state.critic_params)
-    updates, critic_opt = critic_tx.update(grads, state.critic_opt, state.critic_params)
-    critic_params = optax.apply_updates(state.critic_params, updates)
-    state = state.replace(critic_params=critic_params, critic_opt=critic_opt,
-                          target_critic_params=sac.target_critic_update(
-                              state, critic_params, state.target_critic_params))
+    state = agent.apply_critic_grads(state, grads)
     return state, penalty, {"bellman_loss": bellman, "q_mean": q.mean(),
                             "conservative_penalty": penalty.mean()}

@@ -102,12 +102,14 @@ def model_id(config: Config) -> str:
     return f"fit_model/v1:{config.ensemble_config()!r}"
 
 
-def pretrain(key, spec, config, dataset) -> EnsembleState:
-    """``Algorithm.pretrain`` of an algorithm whose config has a ``dynamics`` part."""
-    return fit(key, spec, dataset, config.dynamics)
+class SharedModel:
+    """Mixin of an :class:`~offrl_jax.algorithms.base.Algorithm` whose config has a
+    ``dynamics`` part: its model is ``pretrain`` (fitted once per seed by the training loop and
+    shared, through :attr:`pretrain_id`, with every algorithm of equal dynamics config)."""
 
+    def pretrain(self, key, dataset) -> EnsembleState:
+        return fit(key, self.spec, dataset, self.config.dynamics)
 
-def pretrain_id(config) -> str:
-    """``Algorithm.pretrain_id`` of an algorithm whose config has a ``dynamics`` part: equal
-    dynamics configs share one model per seed."""
-    return model_id(config.dynamics)
+    @property
+    def pretrain_id(self) -> str:
+        return model_id(self.config.dynamics)

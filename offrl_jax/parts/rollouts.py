@@ -2,7 +2,7 @@
 buffer, and minibatches mixing them with dataset rows (MBPO's scheme, used by MOPO, COMBO,
 MOReL and RAMBO).
 
-- :func:`refresh`, every ``refresh_every`` updates, OUTSIDE the inner update scan (the training
+- :meth:`Rollouts.refresh`, every ``refresh_every`` updates, OUTSIDE the inner update scan (the training
   loop runs it in an outer loop; ``docs/algorithms.md#pitfalls``): roll the policy out in the
   model from ``batch_size`` dataset states for ``horizon`` steps, one random elite per
   transition, rollouts ended by the task's termination function, and append the valid
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -33,7 +34,6 @@ from offrl_jax.models import EnsembleState, rollout
 from offrl_jax.models.buffer import ModelBuffer, Transitions, init_buffer
 from offrl_jax.models.buffer import add as buffer_add
 from offrl_jax.models.buffer import sample as buffer_sample
-from offrl_jax.parts import sac
 
 # Start states per rollout chunk on a CPU (see the module docstring).
 CPU_ROLLOUT_CHUNK = 2_000
@@ -73,11 +73,10 @@ class State:
     """The model buffer and rollout statistics of one seed.
 
     buffer: ring of model transitions, leaves (capacity, ...); ``penalties`` holds the raw
-        uncertainty u(s, a) when ``penalty`` is set.
+        uncertainty u(s, a) when the rollouts have a ``penalty``.
     refreshes: () int32, rollouts run so far; rows_added: () int32, valid rows written so far.
     rollout_length: () float32, mean valid steps per rollout of the last refresh.
     rollout_uncertainty: () float32, mean u over the last refresh's valid rows (0 without penalty).
-    termination_fn, penalty: static (the task's termination function; the uncertainty's name).
     """
 
     buffer: ModelBuffer
@@ -85,18 +84,6 @@ class State:
     rows_added: jax.Array
     rollout_length: jax.Array
     rollout_uncertainty: jax.Array
-    termination_fn: Callable = struct.field(pytree_node=False)
-    penalty: str | None = struct.field(pytree_node=False)
-
-
-def init(config: Config, spec, penalty: str | None = None) -> State:
-    """An empty buffer for ``spec`` (``obs_dim``, ``act_dim``, ``termination_fn``); ``penalty``
-    names the uncertainty each row stores (:data:`offrl_jax.models.PENALTY_NAMES`) or None."""
-    buffer = init_buffer(config.capacity, spec.obs_dim, spec.act_dim,
-                         with_penalty=penalty is not None)
-    zero = jnp.zeros((), jnp.float32)
-    return State(buffer, jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32), zero, zero,
-                 spec.termination_fn, penalty)
 
 
 def elites_only(ensemble: EnsembleState) -> EnsembleState:
@@ -121,52 +108,72 @@ def chunk(config: Config) -> int:
     return min(size or num_starts, num_starts)
 
 
-def refresh(state: State, config: Config, ensemble: EnsembleState, dataset, key, policy_fn,
-            transform: Callable | None = None) -> State:
-    """One rollout of ``config.batch_size`` x ``config.horizon`` into the buffer.
+@dataclasses.dataclass(frozen=True)
+class Rollouts:
+    """Rollouts for one config and environment (``spec``: ``obs_dim``, ``act_dim``,
+    ``termination_fn``); ``penalty`` names the uncertainty each row stores
+    (:data:`offrl_jax.models.PENALTY_NAMES`), or None."""
 
-    ``policy_fn(key, obs (n, obs_dim)) -> actions (n, act_dim)`` is the current stochastic
-    policy. Start states are drawn uniformly (with replacement) from the dataset.
-    ``transform(transitions, valid) -> (transitions, valid)``, on leaves ``(horizon, starts,
-    ...)``, edits each rollout before it is stored (MOReL halts rollouts in unknown states).
-    """
-    num_starts = config.batch_size
-    size = chunk(config)
-    num_chunks = -(-num_starts // size)
-    start_key, rollout_key = jax.random.split(key)
-    rows = jax.random.randint(start_key, (num_chunks * size,), 0, dataset.size)
-    starts = jnp.take(dataset.observations, rows, axis=0).reshape(num_chunks, size, -1)
-    # The last chunk may be padded with extra starts; their rows are masked out.
-    wanted = (jnp.arange(num_chunks * size) < num_starts).reshape(num_chunks, size)
+    config: Config
+    spec: Any
+    penalty: str | None = None
 
-    # A penalty needs every member's prediction; without one only the elites are sampled.
-    model = ensemble if state.penalty is not None else elites_only(ensemble)
+    def init(self) -> State:
+        """An empty buffer."""
+        buffer = init_buffer(self.config.capacity, self.spec.obs_dim, self.spec.act_dim,
+                             with_penalty=self.penalty is not None)
+        zero = jnp.zeros((), jnp.float32)
+        return State(buffer, jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32), zero, zero)
 
-    def one_chunk(args):
-        chunk_key, chunk_starts = args
-        out = rollout(model, chunk_key, chunk_starts, policy_fn, state.termination_fn,
-                      config.horizon, penalty=state.penalty)
-        if transform is None:
-            return out.transitions, out.valid
-        return transform(out.transitions, out.valid)
+    def refresh(self, state: State, model: EnsembleState, dataset, key, policy_fn,
+                transform: Callable | None = None) -> State:
+        """One rollout of ``config.batch_size`` x ``config.horizon`` in ``model`` into the
+        buffer.
 
-    transitions, valid = jax.lax.map(
-        one_chunk, (jax.random.split(rollout_key, num_chunks), starts))
-    # (chunks, horizon, chunk, ...): the ring buffer only needs the valid mask, not the order.
-    valid = valid & wanted[:, None, :]
-    num_valid = jnp.sum(valid, dtype=jnp.int32)
-    if state.penalty is None:
-        uncertainty = jnp.zeros((), jnp.float32)
-    else:
-        uncertainty = (jnp.sum(jnp.where(valid, transitions.penalties, 0.0))
-                       / jnp.maximum(num_valid, 1))
-    return state.replace(
-        buffer=buffer_add(state.buffer, transitions, valid),
-        refreshes=state.refreshes + 1,
-        rows_added=state.rows_added + num_valid,
-        rollout_length=num_valid.astype(jnp.float32) / num_starts,
-        rollout_uncertainty=uncertainty,
-    )
+        ``policy_fn(key, obs (n, obs_dim)) -> actions (n, act_dim)`` is the current stochastic
+        policy. Start states are drawn uniformly (with replacement) from the dataset.
+        ``transform(transitions, valid) -> (transitions, valid)``, on leaves ``(horizon,
+        starts, ...)``, edits each rollout before it is stored (MOReL halts rollouts in unknown
+        states).
+        """
+        config = self.config
+        num_starts = config.batch_size
+        size = chunk(config)
+        num_chunks = -(-num_starts // size)
+        start_key, rollout_key = jax.random.split(key)
+        rows = jax.random.randint(start_key, (num_chunks * size,), 0, dataset.size)
+        starts = jnp.take(dataset.observations, rows, axis=0).reshape(num_chunks, size, -1)
+        # The last chunk may be padded with extra starts; their rows are masked out.
+        wanted = (jnp.arange(num_chunks * size) < num_starts).reshape(num_chunks, size)
+
+        # A penalty needs every member's prediction; without one only the elites are sampled.
+        members = model if self.penalty is not None else elites_only(model)
+
+        def one_chunk(args):
+            chunk_key, chunk_starts = args
+            out = rollout(members, chunk_key, chunk_starts, policy_fn,
+                          self.spec.termination_fn, config.horizon, penalty=self.penalty)
+            if transform is None:
+                return out.transitions, out.valid
+            return transform(out.transitions, out.valid)
+
+        transitions, valid = jax.lax.map(
+            one_chunk, (jax.random.split(rollout_key, num_chunks), starts))
+        # (chunks, horizon, chunk, ...): the ring buffer only needs the valid mask, not the order.
+        valid = valid & wanted[:, None, :]
+        num_valid = jnp.sum(valid, dtype=jnp.int32)
+        if self.penalty is None:
+            uncertainty = jnp.zeros((), jnp.float32)
+        else:
+            uncertainty = (jnp.sum(jnp.where(valid, transitions.penalties, 0.0))
+                           / jnp.maximum(num_valid, 1))
+        return state.replace(
+            buffer=buffer_add(state.buffer, transitions, valid),
+            refreshes=state.refreshes + 1,
+            rows_added=state.rows_added + num_valid,
+            rollout_length=num_valid.astype(jnp.float32) / num_starts,
+            rollout_uncertainty=uncertainty,
+        )
 
 
 def num_real(batch_size: int, real_ratio: float) -> int:
@@ -211,11 +218,3 @@ def metrics(state: State) -> dict[str, jax.Array]:
             "model_refreshes": state.refreshes.astype(jnp.float32),
             "rollout_length": state.rollout_length,
             "rollout_uncertainty": state.rollout_uncertainty}
-
-
-def policy_fn(agent) -> Callable:
-    """``policy_fn(key, obs) -> actions`` sampling a SAC agent's current stochastic policy."""
-    def sample_actions(key, obs):
-        return sac.policy_sample(agent, agent.actor_params, obs, key)[0]
-
-    return sample_actions

@@ -38,7 +38,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from offrl_jax.algorithms.registry import Algorithm
+from offrl_jax.algorithms.base import Algorithm, Registration
 from offrl_jax.data._io import atomic_output
 from offrl_jax.evaluation import Evaluator
 from offrl_jax.models.store import EntryKey, ModelStore, dataset_fingerprint, load_or_fit
@@ -66,10 +66,11 @@ def _all_finite(tree) -> jax.Array:
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
 
 
-def make_interval_fn(algorithm: Algorithm, config, eval_every: int) -> Callable:
-    """``(state, failed, dataset, key) -> (state, failed, metrics)`` for ONE seed: the updates
-    of one evaluation interval. ``metrics`` are interval means. Vmap it over seeds."""
-    period = algorithm.refresh_period(config) or eval_every
+def make_interval_fn(algorithm: Algorithm, eval_every: int) -> Callable:
+    """``(state, failed, dataset, key) -> (state, failed, metrics)`` for ONE seed of a made
+    algorithm: the updates of one evaluation interval. ``metrics`` are interval means. Vmap it
+    over seeds."""
+    period = algorithm.refresh_every or eval_every
     if eval_every % period:
         raise ValueError(f"eval_every ({eval_every}) must be a multiple of "
                          f"{algorithm.name}'s rollouts.refresh_every ({period})")
@@ -170,12 +171,15 @@ class Trainer:
     given; ``log`` receives its progress lines (None: silent).
     """
 
-    def __init__(self, algorithm: Algorithm, config, dataset, spec, seeds, train: TrainConfig,
+    def __init__(self, algorithm: Registration, config, dataset, spec, seeds,
+                 train: TrainConfig,
                  checkpoint_dir: str | Path | None = None, shard: bool = True,
                  sweep: Mapping[str, Sequence[float]] | None = None,
                  model_store: ModelStore | None = None,
                  log: Callable[[str], None] | None = print):
-        self.algorithm, self.config, self.train = algorithm, config, train
+        # Made once: its networks and optimizers are built here, its states hold arrays only.
+        self.algorithm = algorithm = algorithm.make(config, spec)
+        self.config, self.train = config, train
         self.spec = spec
         self.seeds = list(seeds)
         self.sweep = {name: [float(v) for v in values] for name, values in (sweep or {}).items()}
@@ -199,17 +203,17 @@ class Trainer:
 
         def init_row(key, values, pretrained, data):
             extra = {} if algorithm.pretrain is None else {"pretrained": pretrained}
-            state = algorithm.init(_init_key(key), spec, config, data, **extra)
+            state = algorithm.init(_init_key(key), data, **extra)
             return state.replace(**{name: jnp.asarray(value, getattr(state, name).dtype)
                                     for name, value in values.items()})
 
         if self.sweep:
             check_sweep(algorithm.name, jax.eval_shape(
-                lambda k, d: algorithm.init(k, spec, config, d), keys[0], self.dataset),
+                lambda k, d: algorithm.init(k, d), keys[0], self.dataset),
                 self.sweep)
         self._init = jax.jit(jax.vmap(init_row, in_axes=(0, 0, 0, None)))
         self._interval = jax.jit(
-            jax.vmap(make_interval_fn(algorithm, config, train.eval_every),
+            jax.vmap(make_interval_fn(algorithm, train.eval_every),
                      in_axes=(0, 0, None, 0)),
             donate_argnums=(0,))
         self.evaluator = Evaluator(spec.name, algorithm.act, train.eval_episodes,
@@ -232,18 +236,18 @@ class Trainer:
         """Load or fit every seed's pretrained pytree (once; kept for :meth:`initial`) and
         return the report of :func:`~offrl_jax.models.store.load_or_fit` (None when the
         algorithm has no ``pretrain``), also kept as ``models_report``."""
-        algorithm, spec, config = self.algorithm, self.spec, self.config
+        algorithm, spec = self.algorithm, self.spec
         if algorithm.pretrain is None or self._pretrained is not None:
             return self.models_report
         seeds = list(dict.fromkeys(self.seeds))
         init_keys = [_init_key(jax.random.PRNGKey(seed)) for seed in seeds]
 
         def pretrain(key, data):
-            return algorithm.pretrain(key, spec, config, data)
+            return algorithm.pretrain(key, data)
 
         template = jax.eval_shape(pretrain, init_keys[0], self.dataset)
         fingerprint = dataset_fingerprint(self.dataset) if self.model_store else ""
-        entries = [EntryKey(spec.name, fingerprint, algorithm.pretrain_id(config), seed,
+        entries = [EntryKey(spec.name, fingerprint, algorithm.pretrain_id, seed,
                             tuple(int(x) for x in np.asarray(jax.random.key_data(key))))
                    for seed, key in zip(seeds, init_keys, strict=True)]
         fit_program = jax.jit(jax.vmap(pretrain, in_axes=(0, None)))

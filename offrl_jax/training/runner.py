@@ -249,8 +249,8 @@ def check_sweep_names(algos, task: Task, configs: dict, sweep: dict) -> None:
     task: nothing is trained, loaded or generated). ``configs``: ``{(algo, task): config}``."""
     for algorithm in algos:
         config = configs[(algorithm.name, task.name)]
-        state = jax.eval_shape(lambda key, data, algorithm=algorithm, config=config:
-                               algorithm.init(key, task.spec, config, data),
+        made = algorithm.make(config, task.spec)
+        state = jax.eval_shape(lambda key, data, made=made: made.init(key, data),
                                jax.random.PRNGKey(0), _abstract_dataset(task.spec))
         check_sweep(algorithm.name, state, sweep)
 
