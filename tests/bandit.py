@@ -58,10 +58,11 @@ def regret(act_fn, state, w, seed=1):
 def compiled_program(algorithm, config, spec, data, num_rows, eval_every):
     """(init, interval) compiled for ``num_rows`` vmapped rows (seeds or sweep values), composed
     as the Trainer does (``make_interval_fn`` vmapped, dataset shared)."""
+    made = algorithm.make(config, spec)
     keys = jnp.stack([jax.random.PRNGKey(0)] * num_rows)
-    init = jax.jit(jax.vmap(lambda k, d: algorithm.init(k, spec, config, d), in_axes=(0, None)))
+    init = jax.jit(jax.vmap(lambda k, d: made.init(k, d), in_axes=(0, None)))
     state_shapes = jax.eval_shape(init, keys, data)
-    interval = jax.jit(jax.vmap(make_interval_fn(algorithm, config, eval_every),
+    interval = jax.jit(jax.vmap(make_interval_fn(made, eval_every),
                                 in_axes=(0, 0, None, 0)))
     failed = jnp.zeros(num_rows, bool)
     return (init.lower(keys, data).compile(),

@@ -9,8 +9,9 @@ import numpy as np
 import optax
 import pytest
 
-from offrl_jax.algorithms import armor, atac, bc, sac
+from offrl_jax.algorithms import armor, atac, bc
 from offrl_jax.data import Dataset, sample_batch
+from offrl_jax.parts import dynamics, sac
 from offrl_jax.tasks import get_env_spec
 from offrl_jax.training.loop import make_interval_fn
 
@@ -31,6 +32,15 @@ class BanditSpec:
 
 
 BANDIT = BanditSpec()
+
+
+@dataclasses.dataclass(frozen=True)
+class NeverDoneSpec(BanditSpec):
+    """The bandit's sizes, but no transition ends the episode."""
+
+    @staticmethod
+    def termination_fn(next_obs):
+        return jnp.zeros(next_obs.shape[:-1], bool)
 
 
 def bandit_reference_action(obs):
@@ -71,11 +81,13 @@ def true_value(act_fn, state) -> float:
 # (5e-4 / 5e-7) so a few hundred updates move the actor; the actor stays the slower player (with
 # a ratio of 3 instead of 30, transients overshoot past the data before the adversary follows).
 ARMOR_BANDIT = armor.ArmorConfig(
-    hidden_dims=(32, 32), batch_size=64, model_batch_size=64, actor_lr=1e-4, critic_lr=3e-3,
-    model_lr=3e-3, alpha_lr=1e-3, gamma=0.0, beta=3.0, model_fit_weight=10.0,
-    warmstart_steps=500, warmstart_lr=3e-3, model_hidden_sizes=(32, 32),
-    model_weight_decays=(1e-5, 1e-5, 1e-5), model_max_epochs=30, model_buffer_capacity=4096,
-    rollout_horizon=1)
+    agent=sac.Config(hidden_dims=(32, 32), actor_lr=1e-4, critic_lr=3e-3, alpha_lr=1e-3,
+                     gamma=0.0, tau=5e-3),
+    dynamics=dynamics.Config(members=1, elites=1, bootstrap=False, hidden_dims=(32, 32),
+                             weight_decays=(1e-5, 1e-5, 1e-5), max_epochs=30),
+    batch_size=64, model_batch_size=64, model_lr=3e-3, beta=3.0, model_fit_weight=10.0,
+    warmstart_steps=500, warmstart_lr=3e-3, model_buffer_capacity=4096, rollout_horizon=1)
+ARMOR = armor.ARMOR(ARMOR_BANDIT, BANDIT)
 SEEDS = 2
 
 
@@ -83,35 +95,34 @@ def seed_slice(tree, i):
     return jax.tree_util.tree_map(lambda leaf: leaf[i], tree)
 
 
-EXPAND = jax.jit(armor.expand_model_data)
+EXPAND = jax.jit(ARMOR.expand_model_data)
 
 
 @pytest.fixture(scope="module")
 def bandit():
     """The bandit data and ARMOR initialised for two seeds as the Trainer does it."""
     data = bandit_dataset()
-    init = jax.jit(jax.vmap(lambda k, d: armor.init(k, BANDIT, ARMOR_BANDIT, d),
-                            in_axes=(0, None)))
+    init = jax.jit(jax.vmap(ARMOR.init, in_axes=(0, None)))
     states = init(jax.random.split(jax.random.PRNGKey(0), SEEDS), data)
     return data, states
 
 
 def test_armor_policy_stays_above_reference_where_unconstrained_learner_falls(bandit):
     data, states = bandit
-    reference = [true_value(armor.reference_act, seed_slice(states, i)) for i in range(SEEDS)]
+    reference = [true_value(ARMOR.reference_act, seed_slice(states, i)) for i in range(SEEDS)]
     # pi_ref (BC) is a good policy: the data's actions are near the reward's best covered ones.
     assert min(reference) > -0.05, reference
 
     # SAC on the pretrained model's data (no pessimism): a model-based learner that trusts the
     # model's extrapolation to unseen actions, with actions from its policy and uniform ones.
     model = seed_slice(states, 0).model
-    sac_config = sac.SACConfig(hidden_dims=(32, 32), actor_lr=1e-3, critic_lr=3e-3,
-                               alpha_lr=1e-3, batch_size=64)
+    learner = sac.Agent(sac.Config(hidden_dims=(32, 32), actor_lr=1e-3, critic_lr=3e-3,
+                                   alpha_lr=1e-3), BANDIT.obs_dim, BANDIT.act_dim)
 
     def sac_step(agent, key):
         batch_key, pi_key, uniform_key, update_key = jax.random.split(key, 4)
         real = sample_batch(data, batch_key, 64)
-        pi_act, _ = sac.policy_sample(agent, agent.actor_params, real.observations, pi_key)
+        pi_act, _ = learner.sample(agent.actor_params, real.observations, pi_key)
         obs = jnp.concatenate([real.observations, real.observations])
         actions = jax.lax.stop_gradient(jnp.concatenate(
             [pi_act, jax.random.uniform(uniform_key, pi_act.shape, minval=-1, maxval=1)]))
@@ -119,16 +130,15 @@ def test_armor_policy_stays_above_reference_where_unconstrained_learner_falls(ba
                                                    jnp.zeros_like(obs))
         batch = real.replace(observations=obs, actions=actions, rewards=rewards,
                              next_observations=next_obs, terminals=jnp.ones_like(rewards))
-        return sac.update(agent, batch, update_key)
+        return learner.update(agent, batch, update_key)
 
     agent, _ = jax.jit(lambda k: jax.lax.scan(
-        sac_step, sac.init(k, BANDIT, sac_config), jax.random.split(k, 1000)))(
-        jax.random.PRNGKey(2))
-    unconstrained = true_value(sac.act, agent)
+        sac_step, learner.init(k), jax.random.split(k, 1000)))(jax.random.PRNGKey(2))
+    unconstrained = true_value(learner.act, agent)
     assert unconstrained < min(reference) - 1.0, (unconstrained, reference)
 
     # ARMOR with the same model class and data, seeds vmapped as in the Trainer.
-    interval = jax.jit(jax.vmap(make_interval_fn(armor.ALGORITHM, ARMOR_BANDIT, 250),
+    interval = jax.jit(jax.vmap(make_interval_fn(ARMOR, 250),
                                 in_axes=(0, 0, None, 0)))
     failed = jnp.zeros(SEEDS, bool)
     initial_model = states.model.params
@@ -136,7 +146,7 @@ def test_armor_policy_stays_above_reference_where_unconstrained_learner_falls(ba
     for i in range(4):
         keys = jax.random.split(jax.random.PRNGKey(10 + i), SEEDS)
         states, failed, metrics = interval(states, failed, data, keys)
-        history.append([true_value(armor.act, seed_slice(states, s)) for s in range(SEEDS)])
+        history.append([true_value(ARMOR.act, seed_slice(states, s)) for s in range(SEEDS)])
     assert not np.any(np.asarray(failed))
     for values in history:
         for value, ref in zip(values, reference, strict=True):
@@ -152,11 +162,11 @@ def test_adversary_loss_reaches_the_model_through_bellman_and_fit_terms(bandit):
     real = sample_batch(data, jax.random.PRNGKey(3), ARMOR_BANDIT.batch_size)
     state = EXPAND(seed_slice(states, 0), real.observations, jax.random.PRNGKey(4),
                    jnp.asarray(True))  # D_model must hold pairs to sample from
-    batch = jax.jit(armor.adversary_batch)(state, real, jax.random.PRNGKey(5))
+    batch = jax.jit(ARMOR.adversary_batch)(state, real, jax.random.PRNGKey(5))
     model_tx = optax.adam(1e-3)
 
-    def model_grads(state, beta, fit_weight):
-        return jax.grad(armor.adversary_loss, argnums=2, has_aux=True)(
+    def model_grads(state, beta, fit_weight, algorithm=ARMOR):
+        return jax.grad(algorithm.adversary_loss, argnums=2, has_aux=True)(
             state, state.agent.critic_params, state.model.params, batch, jax.random.PRNGKey(4),
             beta, fit_weight)[0]
 
@@ -179,19 +189,22 @@ def test_adversary_loss_reaches_the_model_through_bellman_and_fit_terms(bandit):
 
     # The s'_M path: the output columns of the predicted next-state mean get a Bellman gradient
     # once transitions are not terminal and gamma > 0 (in the bandit only r_M carries it).
-    def next_state_columns(state):
-        kernel = jax.jit(model_grads)(state, 3.0, 0.0)["params"]["output"]["kernel"]
+    def next_state_columns(algorithm):
+        grads = jax.jit(model_grads, static_argnums=3)(state, 3.0, 0.0, algorithm)
+        kernel = grads["params"]["output"]["kernel"]
         return float(jnp.max(jnp.abs(kernel[..., :BANDIT.obs_dim])))
 
-    continuing = state.replace(termination_fn=lambda o: jnp.zeros(o.shape[:-1], bool),
-                               config=dataclasses.replace(ARMOR_BANDIT, gamma=0.99))
-    assert next_state_columns(state) == 0.0
+    continuing = armor.ARMOR(dataclasses.replace(
+        ARMOR_BANDIT, agent=dataclasses.replace(ARMOR_BANDIT.agent, gamma=0.99)),
+        NeverDoneSpec())
+    assert next_state_columns(ARMOR) == 0.0
     assert next_state_columns(continuing) > 1e-6
 
 
 def test_model_data_expansion_resets_and_advances(bandit):
     data, states = bandit
-    state = seed_slice(states, 0).replace(termination_fn=lambda o: jnp.zeros(o.shape[:-1], bool))
+    state = seed_slice(states, 0)
+    expand = jax.jit(armor.ARMOR(ARMOR_BANDIT, NeverDoneSpec()).expand_model_data)
     reset_obs = jnp.asarray(TEST_OBS[:ARMOR_BANDIT.batch_size])
     size = int(state.model_buffer.size)
     rows = 2 * ARMOR_BANDIT.batch_size
@@ -201,7 +214,7 @@ def test_model_data_expansion_resets_and_advances(bandit):
         return np.asarray(after.model_buffer.data.observations)[slots].reshape(
             2, ARMOR_BANDIT.batch_size, -1), slots
 
-    after_reset = EXPAND(state, reset_obs, jax.random.PRNGKey(0), jnp.asarray(True))
+    after_reset = expand(state, reset_obs, jax.random.PRNGKey(0), jnp.asarray(True))
     stored, slots = added(state, after_reset)
     np.testing.assert_array_equal(stored, np.broadcast_to(reset_obs, stored.shape))
     assert int(after_reset.model_buffer.size) == min(size + rows, 4096)
@@ -211,7 +224,7 @@ def test_model_data_expansion_resets_and_advances(bandit):
                                next_stored)
     assert not np.allclose(next_stored, np.tile(np.asarray(reset_obs), (2, 1)))
     # Without a reset the rollouts continue from where they are.
-    continued = EXPAND(after_reset, reset_obs, jax.random.PRNGKey(1), jnp.asarray(False))
+    continued = expand(after_reset, reset_obs, jax.random.PRNGKey(1), jnp.asarray(False))
     stored, _ = added(after_reset, continued)
     np.testing.assert_array_equal(stored, np.asarray(after_reset.rollout_obs))
     # Terminal transitions (the bandit's) restart from the real states.
@@ -236,33 +249,42 @@ def behaviour_dataset(num=1000, seed=0):
 
 def test_bc_and_atac_warm_start_recover_behaviour_actions():
     data, obs, actions = behaviour_dataset()
-    config = bc.BCConfig(hidden_dims=(32, 32), learning_rate=3e-3, batch_size=128)
-    state, _ = jax.jit(lambda k: jax.lax.scan(lambda c, key: bc.update(c, data, key),
-                                              bc.init(k, HOPPER, config),
+    cloner = bc.BC(bc.BCConfig(hidden_dims=(32, 32), learning_rate=3e-3, batch_size=128),
+                   HOPPER)
+    state, _ = jax.jit(lambda k: jax.lax.scan(lambda c, key: cloner.update(c, data, key),
+                                              cloner.init(k),
                                               jax.random.split(k, 800)))(jax.random.PRNGKey(1))
-    predicted = np.asarray(bc.act(state, jnp.asarray(obs), jax.random.PRNGKey(0)))
+    predicted = np.asarray(cloner.act(state, jnp.asarray(obs), jax.random.PRNGKey(0)))
     assert np.mean((predicted - actions) ** 2) < 5e-3
 
-    warm = atac.ATACConfig(hidden_dims=(32, 32), batch_size=128, warmstart_steps=800,
-                           warmstart_lr=3e-3)
-    state = jax.jit(lambda k: atac.init(k, HOPPER, warm, data))(jax.random.PRNGKey(0))
-    predicted = np.asarray(atac.act(state, jnp.asarray(obs), jax.random.PRNGKey(0)))
+    warm = atac.ATAC(atac_config(hidden_dims=(32, 32), batch_size=128, warmstart_steps=800,
+                                 warmstart_lr=3e-3), HOPPER)
+    state = jax.jit(lambda k: warm.init(k, data))(jax.random.PRNGKey(0))
+    predicted = np.asarray(warm.act(state, jnp.asarray(obs), jax.random.PRNGKey(0)))
     assert np.mean((predicted - actions) ** 2) < 5e-3
     # The warm-started critics fit the one-step value (reward 1) on the data.
-    q = sac.q_values(state.agent, state.agent.critic_params, obs, actions)
+    q = warm.agent.q(state.agent.critic_params, obs, actions)
     np.testing.assert_allclose(np.asarray(q).mean(), 1.0, atol=0.1)
+
+
+def atac_config(hidden_dims, critic_lr=5e-4, **fields):
+    """ATAC's defaults with a smaller agent (and faster critic rate)."""
+    agent = dataclasses.replace(atac.ATACConfig().agent, hidden_dims=hidden_dims,
+                                critic_lr=critic_lr)
+    return atac.ATACConfig(agent=agent, **fields)
 
 
 def atac_run(config, data, num):
     """``num`` updates of two seeds, vmapped with the dataset shared as in the Trainer."""
+    algorithm = atac.ATAC(config, HOPPER)
     keys = jax.random.split(jax.random.PRNGKey(0), SEEDS)
-    initial = jax.jit(jax.vmap(lambda k: atac.init(k, HOPPER, config, data)))(keys)
-    interval = jax.jit(jax.vmap(make_interval_fn(atac.ALGORITHM, config, num),
+    initial = jax.jit(jax.vmap(lambda k: algorithm.init(k, data)))(keys)
+    interval = jax.jit(jax.vmap(make_interval_fn(algorithm, num),
                                 in_axes=(0, 0, None, 0)))
     states, failed, metrics = interval(initial, jnp.zeros(SEEDS, bool), data,
                                        jax.random.split(jax.random.PRNGKey(1), SEEDS))
     assert not np.any(np.asarray(failed))
-    return initial, states, metrics
+    return algorithm, initial, states, metrics
 
 
 def test_atac_critic_ranks_dataset_actions_above_unseen_ones():
@@ -272,13 +294,13 @@ def test_atac_critic_ranks_dataset_actions_above_unseen_ones():
                                         maxval=1))
 
     def gaps(beta):
-        config = atac.ATACConfig(hidden_dims=(32, 32), batch_size=64, beta=beta,
-                                 critic_lr=1e-3, warmstart_steps=0)
-        _, states, _ = atac_run(config, data, 300)
+        config = atac_config(hidden_dims=(32, 32), critic_lr=1e-3, batch_size=64, beta=beta,
+                             warmstart_steps=0)
+        algorithm, _, states, _ = atac_run(config, data, 300)
         out = []
         for i in range(SEEDS):
             agent = seed_slice(states, i).agent
-            q = lambda a, agent=agent: sac.q_values(agent, agent.critic_params, obs, a)[0]  # noqa
+            q = lambda a, agent=agent: algorithm.agent.q(agent.critic_params, obs, a)[0]  # noqa
             out.append(float(jnp.mean(q(actions) - q(ood))))
         return out
 
@@ -288,8 +310,8 @@ def test_atac_critic_ranks_dataset_actions_above_unseen_ones():
 
 
 def test_l2_projection_keeps_every_critic_layer_in_the_ball():
-    critic = jax.jit(lambda k: sac.init(k, HOPPER, sac.SACConfig(hidden_dims=(16, 16))))(
-        jax.random.PRNGKey(0))
+    critic = jax.jit(sac.Agent(sac.Config(hidden_dims=(16, 16)), HOPPER.obs_dim,
+                               HOPPER.act_dim).init)(jax.random.PRNGKey(0))
     big = jax.tree_util.tree_map(lambda x: 50.0 * x, critic.critic_params)
     projected = atac.project_l2(big, 100.0)
     for before, after in zip(atac.kernel_norms(big), atac.kernel_norms(projected), strict=True):
@@ -308,14 +330,14 @@ def test_l2_projection_keeps_every_critic_layer_in_the_ball():
             np.testing.assert_allclose(np.asarray(cosine), 1.0, atol=1e-5)
     # In training: a radius every layer starts above stays binding after each step.
     data, _, _ = behaviour_dataset()
-    config = atac.ATACConfig(hidden_dims=(16, 16), batch_size=64, critic_lr=1e-2,
-                             norm_constraint=0.5, warmstart_steps=0)
-    initial, states, _ = atac_run(config, data, 50)
+    config = atac_config(hidden_dims=(16, 16), critic_lr=1e-2, batch_size=64,
+                         norm_constraint=0.5, warmstart_steps=0)
+    _, initial, states, _ = atac_run(config, data, 50)
     assert min(float(n.min()) for n in atac.kernel_norms(initial.agent.critic_params)) > 0.5
     for norms in atac.kernel_norms(states.agent.critic_params):  # (seeds, num_qs)
         assert norms.shape == (SEEDS, 2) and float(norms.max()) <= 0.5 + 1e-5
     # The default radius 100 on the default 3x256 critic.
-    default = jax.jit(lambda k: atac.init(k, HOPPER, atac.ATACConfig(warmstart_steps=0)))(
+    default = jax.jit(atac.ATAC(atac.ATACConfig(warmstart_steps=0), HOPPER).init)(
         jax.random.PRNGKey(0))
     grown = jax.jit(atac.project_l2, static_argnums=1)(
         jax.tree_util.tree_map(lambda x: 30.0 * x, default.agent.critic_params), 100.0)

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 from bandit import bandit_dataset, regret
 
-from offrl_jax.algorithms import bc, cql, iql, sac
-from offrl_jax.algorithms.conservative import conservative_penalty, sampled_actions
+from offrl_jax.algorithms import cql, iql
 from offrl_jax.algorithms.registry import get_algorithm
 from offrl_jax.data import Dataset
+from offrl_jax.parts import sac
+from offrl_jax.parts.conservative import conservative_penalty, sampled_actions
 from offrl_jax.tasks import get_env_spec
 
 HOPPER = get_env_spec("hopper")
@@ -36,8 +37,8 @@ def test_expectile_loss_minimiser_is_the_expectile(tau):
         assert float(c) == pytest.approx(x.mean(), abs=1e-3)
 
 
-def run_updates(module, state, dataset, num, seed=0):
-    step = jax.jit(module.update)
+def run_updates(algorithm, state, dataset, num, seed=0):
+    step = jax.jit(algorithm.update)
     history = []
     for i in range(num):
         state, metrics = step(state, dataset, jax.random.PRNGKey(seed * 100_000 + i))
@@ -49,8 +50,9 @@ def test_iql_value_and_critic_losses_fall():
     data, _ = bandit_dataset()  # deterministic rewards: the losses have no noise floor
     config = iql.IQLConfig(hidden_dims=(32, 32), batch_size=64, total_updates=600,
                            normalize_rewards=False)
-    state = iql.init(jax.random.PRNGKey(0), HOPPER, config, data)
-    state, history = run_updates(iql, state, data, 600)
+    algorithm = iql.IQL(config, HOPPER)
+    state = algorithm.init(jax.random.PRNGKey(0), data)
+    state, history = run_updates(algorithm, state, data, 600)
     for name in ("value_loss", "critic_loss"):
         first = np.mean([h[name] for h in history[:50]])
         last = np.mean([h[name] for h in history[-50:]])
@@ -58,8 +60,8 @@ def test_iql_value_and_critic_losses_fall():
 
 
 def test_iql_reward_scale_follows_episode_returns(toy_hopper_dataset):
-    state = iql.init(jax.random.PRNGKey(0), HOPPER, iql.IQLConfig(hidden_dims=(8,)),
-                     toy_hopper_dataset)
+    state = iql.IQL(iql.IQLConfig(hidden_dims=(8,)), HOPPER).init(jax.random.PRNGKey(0),
+                                                                   toy_hopper_dataset)
     returns = np.bincount(np.asarray(toy_hopper_dataset.episode_ids),
                           weights=np.asarray(toy_hopper_dataset.rewards))
     expected = 1000.0 / (returns.max() - returns.min())
@@ -68,16 +70,19 @@ def test_iql_reward_scale_follows_episode_returns(toy_hopper_dataset):
 
 def test_iql_and_cql_beat_bc_on_a_suboptimal_dataset():
     data, w = bandit_dataset()
-    small = {"hidden_dims": (64, 64), "batch_size": 128}
     regrets = {}
-    for name, module in (("bc", bc), ("iql", iql), ("cql", cql)):
+    for name in ("bc", "iql", "cql"):
         extra = {"total_updates": 1500} if name == "iql" else {}
+        hidden = "agent.hidden_dims" if name == "cql" else "hidden_dims"
         if name == "cql":
-            extra = {"actor_lr": 1e-3}
-        config = get_algorithm(name).make_config(overrides={**small, **extra})
-        state = module.init(jax.random.PRNGKey(0), HOPPER, config, data)
-        state, _ = run_updates(module, state, data, 1500)
-        regrets[name] = regret(module.act, state, w)
+            extra = {"agent.actor_lr": 1e-3}
+        registration = get_algorithm(name)
+        config = registration.make_config(
+            overrides={hidden: (64, 64), "batch_size": 128, **extra})
+        algorithm = registration.make(config, HOPPER)
+        state = algorithm.init(jax.random.PRNGKey(0), data)
+        state, _ = run_updates(algorithm, state, data, 1500)
+        regrets[name] = regret(algorithm.act, state, w)
     # BC copies the noisy half too; both offline RL methods prefer the high-reward actions.
     assert regrets["iql"] < 0.7 * regrets["bc"], regrets
     assert regrets["cql"] < 0.7 * regrets["bc"], regrets
@@ -96,11 +101,13 @@ def test_cql_penalty_ranks_dataset_actions_above_unseen_ones():
     ood = jax.random.uniform(jax.random.PRNGKey(5), actions.shape, minval=-1, maxval=1)
 
     def gap(weight):
-        config = cql.CQLConfig(hidden_dims=(32, 32), batch_size=64, cql_weight=weight,
-                               critic_lr=1e-3)
-        state = cql.init(jax.random.PRNGKey(0), HOPPER, config, data)
-        state = run_updates(cql, state, data, 300)[0]
-        q = lambda a: sac.q_values(state.sac, state.sac.critic_params, obs, a).min(0)  # noqa
+        config = cql.ALGORITHM.make_config(overrides={
+            "agent.hidden_dims": (32, 32), "agent.critic_lr": 1e-3, "batch_size": 64,
+            "cql_weight": weight})
+        algorithm = cql.CQL(config, HOPPER)
+        state = algorithm.init(jax.random.PRNGKey(0), data)
+        state = run_updates(algorithm, state, data, 300)[0]
+        q = lambda a: algorithm.agent.q(state.agent.critic_params, obs, a).min(0)  # noqa
         return float(jnp.mean(q(jnp.asarray(actions)) - q(ood)))
 
     conservative, plain = gap(5.0), gap(0.0)
@@ -109,14 +116,15 @@ def test_cql_penalty_ranks_dataset_actions_above_unseen_ones():
 
 
 def test_conservative_penalty_has_gradient_and_uses_all_sampled_actions(toy_hopper_dataset):
-    state = sac.init(jax.random.PRNGKey(0), HOPPER, sac.SACConfig(hidden_dims=(16, 16)))
+    agent = sac.Agent(sac.Config(hidden_dims=(16, 16)), HOPPER.obs_dim, HOPPER.act_dim)
+    state = agent.init(jax.random.PRNGKey(0))
     obs = toy_hopper_dataset.observations[:32]
-    policy = lambda o, k: sac.policy_sample(state, state.actor_params, o, k)  # noqa: E731
+    policy = lambda o, k: agent.sample(state.actor_params, o, k)  # noqa: E731
     actions, log_probs = sampled_actions(jax.random.PRNGKey(1), policy, obs, obs, 3, 10)
     assert actions.shape == (3, 32, 10, 3) and log_probs.shape == (3, 32, 10)
 
     def penalty(params, temperature=1.0):
-        q_fn = lambda o, a: sac.q_values(state, params, o, a)  # noqa: E731
+        q_fn = lambda o, a: agent.q(params, o, a)  # noqa: E731
         data_q = q_fn(obs, toy_hopper_dataset.actions[:32])
         return conservative_penalty(q_fn, obs, actions, log_probs, data_q, temperature).sum()
 
@@ -124,7 +132,7 @@ def test_conservative_penalty_has_gradient_and_uses_all_sampled_actions(toy_hopp
     norm = sum(float(jnp.sum(g ** 2)) for g in jax.tree_util.tree_leaves(grads))
     assert norm > 1e-8
     # Known answer: with temperature -> 0 the log-sum-exp tends to the max over all 30 actions.
-    q_fn = lambda o, a: sac.q_values(state, state.critic_params, o, a)  # noqa: E731
+    q_fn = lambda o, a: agent.q(state.critic_params, o, a)  # noqa: E731
     data_q = q_fn(obs, toy_hopper_dataset.actions[:32])
     cold = conservative_penalty(q_fn, obs, actions, log_probs, data_q, temperature=1e-4)
     repeated = jnp.broadcast_to(obs[:, None], (32, 10, obs.shape[-1]))

@@ -27,6 +27,12 @@ def tiny_config(name):
         algorithm, TINY, TINY.train_for(name), {}))
 
 
+def tiny_algorithm(name):
+    """The tiny profile's algorithm, made for hopper, and its config."""
+    registration, config = tiny_config(name)
+    return registration.make(config, HOPPER), config
+
+
 def assert_trees_equal(a, b):
     jax.tree_util.tree_map(np.testing.assert_array_equal, a, b)
 
@@ -35,37 +41,34 @@ def test_model_based_algorithms_train_one_ensemble_and_init_takes_it(toy_hopper_
     """MOPO's and COMBO's inits train bit-identical ensembles; ``init(pretrained=pretrain())``
     is bit-identical to ``init``; the four ensemble algorithms share one id, ARMOR has its own."""
     key = jax.random.PRNGKey(3)
-    mopo, config = tiny_config("mopo")
-    alone = jax.jit(lambda k, d: mopo.init(k, HOPPER, config, d))(key, toy_hopper_dataset)
-    pretrained = jax.jit(lambda k, d: mopo.pretrain(k, HOPPER, config, d))(
-        key, toy_hopper_dataset)
-    given = jax.jit(lambda k, d, p: mopo.init(k, HOPPER, config, d, pretrained=p))(
+    mopo, config = tiny_algorithm("mopo")
+    alone = jax.jit(mopo.init)(key, toy_hopper_dataset)
+    pretrained = jax.jit(mopo.pretrain)(key, toy_hopper_dataset)
+    given = jax.jit(lambda k, d, p: mopo.init(k, d, pretrained=p))(
         key, toy_hopper_dataset, pretrained)
     assert_trees_equal(alone, given)
-    combo, combo_config = tiny_config("combo")
-    combo_state = jax.jit(lambda k, d: combo.init(k, HOPPER, combo_config, d))(
-        key, toy_hopper_dataset)
-    assert_trees_equal(combo_state.model.ensemble.params, alone.model.ensemble.params)
-    assert_trees_equal(combo_state.model.ensemble, pretrained)
+    combo, _ = tiny_algorithm("combo")
+    combo_state = jax.jit(combo.init)(key, toy_hopper_dataset)
+    assert_trees_equal(combo_state.model.params, alone.model.params)
+    assert_trees_equal(combo_state.model, pretrained)
 
-    ids = {name: algorithm.pretrain_id(c) for name in ("mopo", "combo", "morel", "rambo",
-                                                      "armor")
-           for algorithm, c in [tiny_config(name)]}
+    ids = {name: tiny_algorithm(name)[0].pretrain_id
+           for name in ("mopo", "combo", "morel", "rambo", "armor")}
     assert len({ids[name] for name in ("mopo", "combo", "morel", "rambo")}) == 1
     assert ids["armor"] != ids["mopo"]
-    bigger = mopo.make_config(None, {"ensemble_members": config.ensemble_members + 1,
-                                     "ensemble_hidden_dims": config.ensemble_hidden_dims,
-                                     "ensemble_elites": config.ensemble_elites})
-    assert mopo.pretrain_id(bigger) != ids["mopo"]
+    bigger = get_algorithm("mopo").make_config(None, {
+        "dynamics.members": config.dynamics.members + 1,
+        "dynamics.hidden_dims": config.dynamics.hidden_dims,
+        "dynamics.elites": config.dynamics.elites})
+    assert get_algorithm("mopo").make(bigger, HOPPER).pretrain_id != ids["mopo"]
 
 
 def test_armor_init_with_pretrained_model_equals_init(toy_hopper_dataset):
-    armor, config = tiny_config("armor")
+    armor, config = tiny_algorithm("armor")
     key = jax.random.PRNGKey(5)
-    alone = jax.jit(lambda k, d: armor.init(k, HOPPER, config, d))(key, toy_hopper_dataset)
-    pretrained = jax.jit(lambda k, d: armor.pretrain(k, HOPPER, config, d))(
-        key, toy_hopper_dataset)
-    given = jax.jit(lambda k, d, p: armor.init(k, HOPPER, config, d, pretrained=p))(
+    alone = jax.jit(armor.init)(key, toy_hopper_dataset)
+    pretrained = jax.jit(armor.pretrain)(key, toy_hopper_dataset)
+    given = jax.jit(lambda k, d, p: armor.init(k, d, pretrained=p))(
         key, toy_hopper_dataset, pretrained)
     assert_trees_equal(alone, given)
     assert pretrained.params["params"]["output"]["kernel"].shape[0] == 1  # one member

@@ -9,15 +9,17 @@ import numpy as np
 import pytest
 from bandit import BANDIT_SPEC, bandit_dataset, compiled_program, regret, train_rows
 
-from offrl_jax.algorithms import bc, morel, rambo, sac
+from offrl_jax.algorithms import bc, morel, rambo
 from offrl_jax.models import predict, uncertainty_penalties
 from offrl_jax.models.buffer import Transitions
 
-SMALL = dict(ensemble_members=3, ensemble_elites=2, ensemble_hidden_dims=(64, 64),
-             ensemble_batch_size=128, ensemble_max_epochs=60, ensemble_patience=100,
-             rollout_batch_size=200, rollout_horizon=1, retain_rollouts=5, refresh_every=50,
-             rollout_chunk_size=100, hidden_dims=(64, 64), batch_size=128, actor_lr=1e-3,
-             alpha_lr=3e-3)  # a short run: the temperature must fall within it
+# A short run: the temperature must fall within it.
+SMALL = {"dynamics.members": 3, "dynamics.elites": 2, "dynamics.hidden_dims": (64, 64),
+         "dynamics.batch_size": 128, "dynamics.max_epochs": 60, "dynamics.patience": 100,
+         "rollouts.batch_size": 200, "rollouts.horizon": 1, "rollouts.retain": 5,
+         "rollouts.refresh_every": 50, "rollouts.chunk_size": 100,
+         "agent.hidden_dims": (64, 64), "batch_size": 128, "agent.actor_lr": 1e-3,
+         "agent.alpha_lr": 3e-3}
 EVAL_EVERY, INTERVALS = 100, 15
 
 
@@ -49,11 +51,11 @@ def test_morel_threshold_follows_dataset_statistics(bandit):
     states = {}
     for scale in (1.0, 2.0):
         config = morel.ALGORITHM.make_config(overrides={
-            **SMALL, "ensemble_max_epochs": 5, "threshold_scale": scale,
+            **SMALL, "dynamics.max_epochs": 5, "threshold_scale": scale,
             "threshold_samples": data.size})
-        states[scale] = jax.jit(lambda k, d, c=config: morel.init(k, BANDIT_SPEC, c, d))(
-            jax.random.PRNGKey(0), data)
-    mean, logvar = predict(states[1.0].model.ensemble, data.observations, data.actions)
+        algorithm = morel.ALGORITHM.make(config, BANDIT_SPEC)
+        states[scale] = jax.jit(algorithm.init)(jax.random.PRNGKey(0), data)
+    mean, logvar = predict(states[1.0].model, data.observations, data.actions)
     disagreement = uncertainty_penalties(mean, logvar)["pairwise_max"]
     assert float(states[1.0].threshold) == pytest.approx(float(disagreement.max()), rel=1e-5)
     assert float(states[2.0].threshold) == pytest.approx(2 * float(states[1.0].threshold),
@@ -63,18 +65,19 @@ def test_morel_threshold_follows_dataset_statistics(bandit):
 
 def test_morel_rollouts_beyond_the_threshold_halt_with_the_penalty(bandit):
     data, _ = bandit
-    config = morel.ALGORITHM.make_config(overrides={**SMALL, "ensemble_max_epochs": 5,
-                                                    "rollout_horizon": 3})
+    config = morel.ALGORITHM.make_config(overrides={**SMALL, "dynamics.max_epochs": 5,
+                                                    "rollouts.horizon": 3})
     # No termination: rollouts end only by halting (or at the horizon).
     spec = dataclasses.replace(BANDIT_SPEC,
                                termination_fn=lambda o: jnp.zeros(o.shape[:-1], bool))
-    state = jax.jit(lambda k, d: morel.init(k, spec, config, d))(jax.random.PRNGKey(0), data)
+    algorithm = morel.ALGORITHM.make(config, spec)
+    state = jax.jit(algorithm.init)(jax.random.PRNGKey(0), data)
     # With the threshold at the data's median disagreement, the policy's rollouts halt often.
     state = state.replace(threshold=jnp.quantile(
-        uncertainty_penalties(*predict(state.model.ensemble, data.observations,
+        uncertainty_penalties(*predict(state.model, data.observations,
                                        data.actions))["pairwise_max"], 0.5))
-    refreshed = jax.jit(morel.refresh)(state, data, jax.random.PRNGKey(1))
-    buffer = refreshed.model.buffer
+    refreshed = jax.jit(algorithm.refresh)(state, data, jax.random.PRNGKey(1))
+    buffer = refreshed.rollouts.buffer
     size = int(buffer.size)
     stored = jax.tree_util.tree_map(lambda x: np.asarray(x[:size]), buffer.data)
     halted = stored.penalties > float(state.threshold)
@@ -83,7 +86,7 @@ def test_morel_rollouts_beyond_the_threshold_halt_with_the_penalty(bandit):
     np.testing.assert_allclose(stored.rewards[halted], float(state.halt_reward))
     assert (stored.rewards[~halted] > float(state.halt_reward)).all()
     # Rollouts are cut at their halt: fewer than starts x horizon rows were stored.
-    assert size < config.rollout_batch_size * config.rollout_horizon
+    assert size < config.rollouts.batch_size * config.rollouts.horizon
 
 
 def test_rambo_adversarial_step_lowers_model_values_within_likelihood_bound(bandit):
@@ -91,25 +94,25 @@ def test_rambo_adversarial_step_lowers_model_values_within_likelihood_bound(band
     config = rambo.ALGORITHM.make_config(overrides={
         **SMALL, "bc_pretrain_steps": 200, "adversary_steps": 100, "model_lr": 1e-3,
         "adversary_batch_size": 256})
-    state = jax.jit(lambda k, d: rambo.init(k, BANDIT_SPEC, config, d))(jax.random.PRNGKey(0),
-                                                                       data)
+    algorithm = rambo.ALGORITHM.make(config, BANDIT_SPEC)
+    state = jax.jit(algorithm.init)(jax.random.PRNGKey(0), data)
     obs = data.observations[:1000]
-    actions = sac.act(state.sac, obs, None, True)
+    actions = algorithm.act(state, obs, None, True)
 
     def model_value(s):
-        mean, _ = predict(s.model.ensemble, obs, actions)
-        reward = mean[s.model.ensemble.elite_indices][..., -1].mean(0)
+        mean, _ = predict(s.model, obs, actions)
+        reward = mean[s.model.elite_indices][..., -1].mean(0)
         return float(reward.mean())  # one-step task: the value of a prediction is its reward
 
     def real_nll(s):
-        mean, logvar = predict(s.model.ensemble, data.observations, data.actions)
+        mean, logvar = predict(s.model, data.observations, data.actions)
         target = jnp.concatenate([data.next_observations - data.observations,
                                   data.rewards[:, None]], -1)
         return float(jnp.mean((mean - target) ** 2 * jnp.exp(-logvar) + logvar))
 
     strong = state.replace(adversary_weight=jnp.asarray(0.3))
-    after, _ = jax.jit(rambo.adversarial_model_steps)(strong, data, jax.random.PRNGKey(1))
-    neutral, _ = jax.jit(rambo.adversarial_model_steps)(
+    after, _ = jax.jit(algorithm.adversarial_model_steps)(strong, data, jax.random.PRNGKey(1))
+    neutral, _ = jax.jit(algorithm.adversarial_model_steps)(
         state.replace(adversary_weight=jnp.asarray(0.0)), data, jax.random.PRNGKey(1))
     assert model_value(after) < model_value(neutral) - 0.05
     assert real_nll(after) < real_nll(state) + 1.0  # still fits the real data
@@ -120,7 +123,7 @@ def test_learning_beats_bc_on_a_suboptimal_dataset(module):
     data, w = bandit_dataset()  # broad: the model learns the reward over all actions
     # A model that fits the reward well enough to be exploited profitably (real_ratio stays at
     # the papers' values: 0 for MOReL, 0.5 for RAMBO).
-    overrides = {**SMALL, "ensemble_max_epochs": 300, "ensemble_hidden_dims": (128, 128)}
+    overrides = {**SMALL, "dynamics.max_epochs": 300, "dynamics.hidden_dims": (128, 128)}
     if module is rambo:
         overrides.update(bc_pretrain_steps=500, adversary_steps=20)
     config = module.ALGORITHM.make_config(overrides=overrides)
@@ -130,9 +133,10 @@ def test_learning_beats_bc_on_a_suboptimal_dataset(module):
     states, _, failed = train_rows(interval, init(keys, data), data, keys, INTERVALS)
     assert not failed.any()
     final = jax.tree_util.tree_map(lambda x: x[0], states[-1])
-    bc_config = bc.BCConfig(hidden_dims=(64, 64), batch_size=128)
-    bc_state = bc.init(jax.random.PRNGKey(0), BANDIT_SPEC, bc_config)
-    step = jax.jit(bc.update)
+    cloner = bc.BC(bc.BCConfig(hidden_dims=(64, 64), batch_size=128), BANDIT_SPEC)
+    bc_state = cloner.init(jax.random.PRNGKey(0))
+    step = jax.jit(cloner.update)
     for i in range(EVAL_EVERY * INTERVALS):
         bc_state, _ = step(bc_state, data, jax.random.PRNGKey(i))
-    assert regret(module.act, final, w) < 0.7 * regret(bc.act, bc_state, w)
+    algorithm = module.ALGORITHM.make(config, BANDIT_SPEC)
+    assert regret(algorithm.act, final, w) < 0.7 * regret(cloner.act, bc_state, w)

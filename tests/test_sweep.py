@@ -11,7 +11,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from offrl_jax.algorithms.registry import Algorithm, get_algorithm
+from offrl_jax.algorithms.registry import Algorithm, Registration, get_algorithm
 from offrl_jax.cli import main
 from offrl_jax.data import load_task_dataset, write_d4rl_hdf5
 from offrl_jax.results.report import format_value
@@ -42,8 +42,8 @@ def iql_runs(toy_hopper_dataset, tmp_path_factory):
     task_arg = f"sweep-toy=hopper:{root / 'toy.hdf5'}"
     task = parse_task_argument(task_arg)
     iql = get_algorithm("iql")
-    default = float(iql.init(jax.random.PRNGKey(0), task.spec, iql.make_config(),
-                             load_task_dataset(task, "tiny")).reward_scale)
+    default = float(iql.make(iql.make_config(), task.spec).init(
+        jax.random.PRNGKey(0), load_task_dataset(task, "tiny")).reward_scale)
     values = [default / 2, default]
     run_dir = root / "run"
     runner.run_benchmark(["iql"], [task_arg], SEEDS, "tiny", run_dir, progress=False,
@@ -147,23 +147,29 @@ class _RateState:
     rate: jax.Array
 
 
-def _rate_algorithm() -> Algorithm:
+@dataclasses.dataclass(frozen=True)
+class _RateConfig:
+    rate: float = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class _Rate(Algorithm):
     """Adds ``rate`` (a float leaf, 1 by default) to ``count`` every update."""
 
-    @dataclasses.dataclass(frozen=True)
-    class Config:
-        rate: float = 1.0
+    name = "rate"
 
-    def init(key, spec, config, dataset):
-        return _RateState(jax.random.uniform(key), jnp.asarray(config.rate, jnp.float32))
+    def init(self, key, dataset=None, pretrained=None):
+        return _RateState(jax.random.uniform(key), jnp.asarray(self.config.rate, jnp.float32))
 
-    def update(state, dataset, key):
+    def update(self, state, dataset, key):
         return state.replace(count=state.count + state.rate), {"count": state.count}
 
-    def act(state, obs, key, deterministic):
+    def act(self, state, obs, key, deterministic=True):
         return jnp.zeros((obs.shape[0], HOPPER.act_dim)) + 0.0 * state.count
 
-    return Algorithm("rate", Config, init, update, act)
+
+def _rate_algorithm() -> Registration:
+    return Registration("rate", _RateConfig, _Rate)
 
 
 class _Killed(Exception):

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from offrl_jax.algorithms.registry import Algorithm, get_algorithm
+from offrl_jax.algorithms.registry import Algorithm, Registration, get_algorithm
 from offrl_jax.tasks import get_env_spec, get_task
 from offrl_jax.training import TrainConfig, Trainer
 from offrl_jax.training.runner import run_benchmark
@@ -81,34 +81,41 @@ class _CounterState:
     poisoned: jax.Array
 
 
-def _counter_algorithm(poison_after: int) -> Algorithm:
+@dataclasses.dataclass(frozen=True)
+class _CounterConfig:
+    poison_after: int = 25
+
+
+@dataclasses.dataclass(frozen=True)
+class _Counter(Algorithm):
     """Counts updates; seeds whose key draws 'poisoned' emit NaN losses after a while."""
 
-    @dataclasses.dataclass(frozen=True)
-    class Config:
-        pass
+    name = "counter"
 
-    def init(key, spec, config, dataset):
+    def init(self, key, dataset=None, pretrained=None):
         return _CounterState(jnp.zeros(()), jax.random.uniform(key) < 0.5)
 
-    def update(state, dataset, key):
+    def update(self, state, dataset, key):
         count = state.count + 1
-        loss = jnp.where(state.poisoned & (count > poison_after), jnp.nan, count)
+        loss = jnp.where(state.poisoned & (count > self.config.poison_after), jnp.nan, count)
         return state.replace(count=count), {"loss": loss}
 
-    def act(state, obs, key, deterministic):
+    def act(self, state, obs, key, deterministic=True):
         return jnp.zeros((obs.shape[0], HOPPER.act_dim)) + 0.0 * state.count
 
-    return Algorithm("counter", Config, init, update, act)
+
+def _counter_algorithm() -> Registration:
+    return Registration("counter", _CounterConfig, _Counter)
 
 
 def test_nan_seed_is_marked_failed_and_others_continue(toy_hopper_dataset):
-    algo = _counter_algorithm(poison_after=25)
+    algo = _counter_algorithm()
     seeds = list(range(6))
     poisoned = np.array([bool(jax.random.uniform(jax.random.fold_in(jax.random.PRNGKey(s), 0))
                               < 0.5) for s in seeds])
     assert poisoned.any() and (~poisoned).any()
-    out = Trainer(algo, algo.make_config(), toy_hopper_dataset, HOPPER, seeds, TRAIN).run()
+    out = Trainer(algo, algo.make_config(overrides={"poison_after": 25}), toy_hopper_dataset,
+                  HOPPER, seeds, TRAIN).run()
     np.testing.assert_array_equal(np.asarray(out["failed"]), poisoned)
     counts = np.asarray(out["state"].count)
     np.testing.assert_array_equal(counts[~poisoned], 60.0)
