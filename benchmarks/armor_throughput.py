@@ -26,18 +26,18 @@ from offrl_jax.training.loop import make_interval_fn
 
 # Init work kept minimal: these settings do not change the cost of an update.
 QUICK_INIT = {"warmstart_steps": 2}
-ARMOR_QUICK_INIT = {**QUICK_INIT, "model_max_epochs": 1, "model_patience": 1}
+ARMOR_QUICK_INIT = {**QUICK_INIT, "dynamics.max_epochs": 1, "dynamics.patience": 1}
 
 
 def measure(algorithm, config, dataset, num_seeds: int, updates: int, repeats: int):
     """(init + compile seconds, best updates/s of each seed) of one compiled interval."""
-    spec = get_env_spec("hopper")
+    made = algorithm.make(config, get_env_spec("hopper"))
     keys = jax.random.split(jax.random.PRNGKey(0), num_seeds)
     start = time.perf_counter()
-    init = jax.jit(jax.vmap(lambda k, d: algorithm.init(k, spec, config, d), in_axes=(0, None)))
+    init = jax.jit(jax.vmap(made.init, in_axes=(0, None)))
     state = init(keys, dataset)
     failed = np.zeros(num_seeds, bool)
-    interval = jax.jit(jax.vmap(make_interval_fn(algorithm, config, updates),
+    interval = jax.jit(jax.vmap(make_interval_fn(made, updates),
                                 in_axes=(0, 0, None, 0)))
     state, failed, _ = jax.block_until_ready(interval(state, failed, dataset, keys))
     setup = time.perf_counter() - start
@@ -57,8 +57,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     args = parser.parse_args()
     dataset = synthetic_dataset()
-    configs = {"atac": (atac.ALGORITHM, atac.ATACConfig(**QUICK_INIT)),
-               "armor": (armor.ALGORITHM, armor.ArmorConfig(**ARMOR_QUICK_INIT))}
+    configs = {"atac": (atac.ALGORITHM, atac.ALGORITHM.make_config(overrides=QUICK_INIT)),
+               "armor": (armor.ALGORITHM,
+                         armor.ALGORITHM.make_config(overrides=ARMOR_QUICK_INIT))}
     print(f"device: {device_name()}; load average {os.getloadavg()[0]:.1f}; "
           f"{args.updates} updates per timed call, best of {args.repeats}; synthetic "
           f"hopper-shaped data ({dataset.size} transitions)")

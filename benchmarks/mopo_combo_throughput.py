@@ -19,17 +19,18 @@ updates, as the loop runs them. Rows are seeds, or for the sweep four values of 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import time
+import types
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.common import device_name, load_note, timed
-from offrl_jax.algorithms import combo, model_based, mopo
+from offrl_jax.algorithms import combo, mopo
 from offrl_jax.data import Dataset
+from offrl_jax.parts import rollouts
 from offrl_jax.tasks import ENV_SPECS
 from offrl_jax.training.loop import make_interval_fn
 
@@ -59,8 +60,8 @@ def mlp_macs(sizes) -> int:
 
 def sac_nets(config):
     obs, act = SPEC.obs_dim, SPEC.act_dim
-    q = mlp_macs((obs + act, *config.hidden_dims, 1))
-    pi = mlp_macs((obs, *config.hidden_dims, 2 * act))
+    q = mlp_macs((obs + act, *config.agent.hidden_dims, 1))
+    pi = mlp_macs((obs, *config.agent.hidden_dims, 2 * act))
     return q, pi
 
 
@@ -69,10 +70,10 @@ def update_flops(config, module) -> float:
     (Q x num_qs, 3), actor loss (pi, 3; Q x num_qs, 3); COMBO adds the conservative term on
     B x 30 sampled actions (Q x num_qs, 3) and the policy samples at s and s' (pi, 2 x B x 10)."""
     q, pi = sac_nets(config)
-    b, n = config.batch_size, config.num_qs
+    b, n = config.batch_size, config.agent.num_qs
     macs = b * (pi + n * q) + 3 * b * n * q + 3 * b * (pi + n * q)
     if module is combo:
-        samples = config.num_samples
+        samples = config.conservative.num_samples
         macs += 3 * b * 3 * samples * n * q + 2 * b * samples * pi + 3 * b * n * q
     return 2.0 * macs
 
@@ -80,10 +81,10 @@ def update_flops(config, module) -> float:
 def rollout_flops(config, module) -> float:
     """All members with MOPO's penalty; the elites only without one (COMBO)."""
     obs, act = SPEC.obs_dim, SPEC.act_dim
-    member = mlp_macs((obs + act, *config.ensemble_hidden_dims, 2 * (obs + 1)))
-    members = config.ensemble_members if module is mopo else config.ensemble_elites
+    member = mlp_macs((obs + act, *config.dynamics.hidden_dims, 2 * (obs + 1)))
+    members = config.dynamics.members if module is mopo else config.dynamics.elites
     _, pi = sac_nets(config)
-    rows = config.rollout_batch_size * config.rollout_horizon
+    rows = config.rollouts.batch_size * config.rollouts.horizon
     return 2.0 * rows * (members * member + pi)
 
 
@@ -92,9 +93,9 @@ def rollout_flops(config, module) -> float:
 def measure(module, config, data, rows: int, updates: int, repeats: int, leaves=None):
     """Seconds per update and per refresh (all rows together) for ``rows`` vmapped rows, and
     the seconds of init (ensemble training, compilation included)."""
-    algorithm = module.ALGORITHM
+    algorithm = module.ALGORITHM.make(config, SPEC)
     keys = jax.random.split(jax.random.PRNGKey(0), rows)
-    init = jax.jit(jax.vmap(lambda k, d: algorithm.init(k, SPEC, config, d), in_axes=(0, None)))
+    init = jax.jit(jax.vmap(algorithm.init, in_axes=(0, None)))
     start = time.perf_counter()
     state = jax.block_until_ready(init(keys, data))
     init_s = time.perf_counter() - start
@@ -102,19 +103,20 @@ def measure(module, config, data, rows: int, updates: int, repeats: int, leaves=
         state = state.replace(**{k: jnp.asarray(v, jnp.float32) for k, v in leaves.items()})
     refresh = jax.jit(jax.vmap(algorithm.refresh, in_axes=(0, None, 0)))
     # The loop's interval program without its refresh: the inner update scan alone.
-    updates_only = dataclasses.replace(algorithm, refresh=None)
-    interval = jax.jit(jax.vmap(make_interval_fn(updates_only, config, updates),
+    updates_only = types.SimpleNamespace(name=algorithm.name, update=algorithm.update,
+                                         refresh=None, refresh_every=0)
+    interval = jax.jit(jax.vmap(make_interval_fn(updates_only, updates),
                                 in_axes=(0, 0, None, 0)))
     failed = jnp.zeros(rows, bool)
     state = refresh(state, data, keys)  # a filled buffer, as in a running training
-    _, refresh_s, _ = timed(lambda: refresh(state, data, keys).model.buffer.size,
+    _, refresh_s, _ = timed(lambda: refresh(state, data, keys).rollouts.buffer.size,
                             repeats=repeats)
     _, interval_s, _ = timed(lambda: interval(state, failed, data, keys)[2], repeats=repeats)
     return interval_s / updates, refresh_s, init_s
 
 
 def report(label, module, config, rows, per_update, per_refresh, init_s, peak) -> None:
-    every = config.refresh_every
+    every = config.rollouts.refresh_every
     with_rollouts = rows * every / (every * per_update + per_refresh)
     flops = rows * (every * update_flops(config, module) + rollout_flops(config, module))
     gflops = flops / (every * per_update + per_refresh) / 1e9
@@ -135,7 +137,8 @@ def main() -> None:
     parser.add_argument("--transitions", type=int, default=20_000)
     parser.add_argument("--no-sweep", action="store_true")
     parser.add_argument("--overrides", type=json.loads, default={},
-                        help='config overrides as JSON, e.g. \'{"rollout_batch_size": 5000}\'; '
+                        help='config overrides by path as JSON, e.g. '
+                             '\'{"rollouts.batch_size": 5000}\'; '
                              'the default trains the ensemble one epoch only')
     parser.add_argument("--peak-gflops", type=float, default=330.0,
                         help="the device's fp32 peak (default: a 2-core AVX-512 CPU)")
@@ -144,17 +147,18 @@ def main() -> None:
     data = synthetic_dataset(args.transitions)
     for name in args.algorithms:
         module = MODULES[name]
-        fields = {f.name for f in dataclasses.fields(module.ALGORITHM.config_cls)}
-        overrides = {"ensemble_max_epochs": 1,
+        paths = module.ALGORITHM.paths()
+        overrides = {"dynamics.max_epochs": 1,
                      **{k: tuple(v) if isinstance(v, list) else v
-                        for k, v in args.overrides.items() if k in fields}}
+                        for k, v in args.overrides.items() if k in paths}}
         config = module.ALGORITHM.make_config("hopper-medium", overrides)
         updates = args.updates if module is mopo else max(args.updates // 10, 5)
-        print(f"{name}: hidden {config.hidden_dims}, batch {config.batch_size}, ensemble "
-              f"{config.ensemble_members} x {config.ensemble_hidden_dims}, rollouts "
-              f"{config.rollout_batch_size} x {config.rollout_horizon} every "
-              f"{config.refresh_every} updates in chunks of {model_based.rollout_chunk(config)}"
-              f" starts, buffer {config.capacity} rows per row; "
+        print(f"{name}: hidden {config.agent.hidden_dims}, batch {config.batch_size}, ensemble "
+              f"{config.dynamics.members} x {config.dynamics.hidden_dims}, rollouts "
+              f"{config.rollouts.batch_size} x {config.rollouts.horizon} every "
+              f"{config.rollouts.refresh_every} updates in chunks of "
+              f"{rollouts.chunk(config.rollouts)} starts, buffer {config.rollouts.capacity} "
+              f"rows per row; "
               f"{update_flops(config, module) / 1e9:.2f} GFLOP per update, "
               f"{rollout_flops(config, module) / 1e12:.2f} TFLOP per rollout", flush=True)
         for rows in args.seeds:

@@ -12,9 +12,9 @@ import jax
 import numpy as np
 
 from benchmarks.common import device_name, timed
-from offrl_jax.algorithms import sac
 from offrl_jax.generation.behaviour import _make_train_chunk, _Replay
 from offrl_jax.generation.collect import collect_dataset
+from offrl_jax.parts import sac
 from offrl_jax.tasks import get_env_spec
 
 
@@ -25,8 +25,9 @@ def main() -> None:
     parser.add_argument("--collect", type=int, default=5000)
     args = parser.parse_args()
     spec = get_env_spec(args.env)
-    config = sac.SACConfig()
-    state = sac.init(jax.random.PRNGKey(0), spec, config)
+    agent = sac.Agent(sac.Config(), spec.obs_dim, spec.act_dim)
+    state = agent.init(jax.random.PRNGKey(0))
+    batch_size = 256
     size = 100_000
     rng = np.random.default_rng(0)
     replay = _Replay(
@@ -35,14 +36,14 @@ def main() -> None:
         rewards=rng.normal(size=size).astype(np.float32),
         next_observations=rng.normal(size=(size, spec.obs_dim)).astype(np.float32),
         terminals=np.zeros(size, np.float32))
-    chunk = _make_train_chunk(args.updates, config.batch_size)
+    chunk = _make_train_chunk(agent, args.updates, batch_size)
     first, best, _ = timed(chunk, state, replay, size, jax.random.PRNGKey(1))
     print(f"device: {device_name()}")
-    print(f"SAC (2x256, batch {config.batch_size}), {args.env}: {args.updates / best:.0f} "
+    print(f"SAC (2x256, batch {batch_size}), {args.env}: {args.updates / best:.0f} "
           f"updates/s (compile + first chunk {first:.1f} s)")
     for num_envs in (1, 10):
         start = time.perf_counter()
-        collect_dataset(args.env, args.collect, num_envs, seed=0, act_fn=sac.act,
+        collect_dataset(args.env, args.collect, num_envs, seed=0, act_fn=agent.act,
                         policy_state=state, progress=False)
         rate = args.collect / (time.perf_counter() - start)
         print(f"collection with the SAC policy, {num_envs} env(s): {rate:.0f} steps/s")

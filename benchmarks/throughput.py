@@ -30,8 +30,7 @@ from offrl_jax.training.loop import make_interval_fn
 
 # Settings used only by init, shortened since init is not timed (fields a config lacks are
 # skipped): one epoch of model fitting, 100 steps of BC pretraining / warm start.
-INIT_ONLY = {"ensemble_max_epochs": 1, "model_max_epochs": 1, "bc_pretrain_steps": 100,
-             "warmstart_steps": 100}
+INIT_ONLY = {"dynamics.max_epochs": 1, "bc_pretrain_steps": 100, "warmstart_steps": 100}
 
 
 def synthetic_dataset(num_episodes: int = 50) -> Dataset:
@@ -41,10 +40,10 @@ def synthetic_dataset(num_episodes: int = 50) -> Dataset:
 
 def benchmark_config(algorithm, updates: int, overrides: dict):
     """The algorithm's hopper-medium config with :data:`INIT_ONLY` and ``overrides``
-    (``{algo or "*": {field: value}}``, "*" fields applied where the config has them)."""
-    fields = algorithm.config_cls.__dataclass_fields__
+    (``{algo or "*": {path: value}}``, "*" paths applied where the config has them)."""
+    paths = algorithm.paths()
     chosen = {"total_updates": updates, **INIT_ONLY, **overrides.get("*", {})}
-    chosen = {k: v for k, v in chosen.items() if k in fields}
+    chosen = {k: v for k, v in chosen.items() if k in paths}
     return algorithm.make_config("hopper-medium", {**chosen,
                                                    **overrides.get(algorithm.name, {})})
 
@@ -52,14 +51,14 @@ def benchmark_config(algorithm, updates: int, overrides: dict):
 def measure(algorithm, config, dataset, num_seeds: int, updates: int) -> tuple[float, float]:
     """(compile seconds, updates/s per seed) of one compiled interval, timed on its first run
     from the initial state (the program is compiled ahead, so the run is not)."""
-    spec = get_env_spec("hopper")
-    refresh = getattr(config, "refresh_every", 0) or updates
+    made = algorithm.make(config, get_env_spec("hopper"))
+    refresh = made.refresh_every or updates
     updates = max(refresh, updates // refresh * refresh)
     keys = jax.random.split(jax.random.PRNGKey(0), num_seeds)
-    init = jax.jit(jax.vmap(lambda k, d: algorithm.init(k, spec, config, d), in_axes=(0, None)))
+    init = jax.jit(jax.vmap(made.init, in_axes=(0, None)))
     state = jax.block_until_ready(init(keys, dataset))
     failed = np.zeros(num_seeds, bool)
-    interval = jax.jit(jax.vmap(make_interval_fn(algorithm, config, updates),
+    interval = jax.jit(jax.vmap(make_interval_fn(made, updates),
                                 in_axes=(0, 0, None, 0)))
     start = time.perf_counter()
     compiled = interval.lower(state, failed, dataset, keys).compile()

@@ -19,10 +19,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+import jax
 import numpy as np
 import orbax.checkpoint as ocp
-
-import jax
 
 from offrl_jax.algorithms.registry import ALGORITHMS
 from offrl_jax.training.runner import run_benchmark
@@ -76,7 +75,7 @@ def _differences(old, new, path="") -> list[str]:
                 diffs.extend(_differences(old[key], new[key], f"{path}/{key}"))
         return diffs
     if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
-        return [d for i, (a, b) in enumerate(zip(old, new))
+        return [d for i, (a, b) in enumerate(zip(old, new, strict=True))
                 for d in _differences(a, b, f"{path}[{i}]")]
     return [] if old == new else [f"{path}: recorded {old!r}, now {new!r}"]
 

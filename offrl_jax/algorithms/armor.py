@@ -12,12 +12,12 @@ reference policy pi_ref (behaviour cloning). Per update k:
        l_i = E_DM[f_i(s, pi(s)) - f_i(s, pi_ref(s))] + beta * E^w_DM(f_i, M, pi)
              + lambda * E_Dreal(M)
 
-   written ``l_i / beta`` when beta > 1 (as ATAC) (:func:`adversary_loss`). E^w mixes TD and residual errors with weight
-   w (:func:`offrl_jax.algorithms.atac.bellman_error`); its (r, s') come from the model, so its
-   gradient reaches the model. E_D(M) is the poster's fit: Gaussian NLL of s' plus
-   ``(R_M(s, a) - r)^2 / V_max^2`` (plus the pretraining's log-variance bound term). The model
-   steps on ``grad_M (l_1 + l_2)``; each critic on its own ``l_i``, is L2-projected and its
-   target follows with rate tau;
+   written ``l_i / beta`` when beta > 1 (as ATAC) (:meth:`ARMOR.adversary_loss`). E^w mixes
+   TD and residual errors with weight w (:func:`offrl_jax.algorithms.atac.bellman_error`); its
+   (r, s') come from the model, so its gradient reaches the model. E_D(M) is the poster's fit:
+   Gaussian NLL of s' plus ``(R_M(s, a) - r)^2 / V_max^2`` (plus the pretraining's
+   log-variance bound term). The model steps on ``grad_M (l_1 + l_2)``; each critic on its own
+   ``l_i``, is L2-projected and its target follows with rate tau;
 6. the actor (slow rate) minimises (5) ``-E[f_1(s, pi(s)) - f_1(s, pi_ref(s))]`` over the D_M
    states, with ATAC's entropy term (:func:`offrl_jax.algorithms.atac.actor_step`; the poster's
    (5) has none: ``fixed_alpha=0`` removes it, which of the two the paper ran is to verify)

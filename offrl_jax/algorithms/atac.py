@@ -14,10 +14,10 @@ A Stackelberg game between a slow actor and a fast, relatively pessimistic criti
   and, in the same ``lax.scan``, a Bellman fit of the critics to that policy.
 
 Settings from the paper and the public lightATAC code (``docs/algorithms.md#atac``): fast rate
-5e-4 for critics and temperature, slow rate 5e-7 for the actor, beta 3 (3 to 16 in the paper), w 0.5,
-tau 5e-3, 3x256 networks, 100k warm-start steps at the fast rate. Choices of ours: the warm start
-projects the critics too (so every critic the game sees lies in the norm ball), and the BC part
-is plain maximum likelihood (``bc.update``) without lightATAC's entropy bonus.
+5e-4 for critics and temperature, slow rate 5e-7 for the actor, beta 3 (3 to 16 in the paper),
+w 0.5, tau 5e-3, 3x256 networks, 100k warm-start steps at the fast rate. Choices of ours: the
+warm start projects the critics too (so every critic the game sees lies in the norm ball), and
+the BC part is plain maximum likelihood (``bc.BC.update``) without lightATAC's entropy bonus.
 
 The pieces ARMOR shares (:func:`bellman_error`, :func:`critic_step`, :func:`actor_step`,
 :func:`warm_start`) take the agent's :class:`~offrl_jax.parts.sac.State`, which holds the actor, the

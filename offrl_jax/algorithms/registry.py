@@ -1,9 +1,9 @@
 """Algorithms as data: the runner looks them up by name and never branches on it.
 
 Each algorithm module defines ``ALGORITHM``, a :class:`~offrl_jax.algorithms.base.Registration`
-bundling its name, config class, ``make(config, spec)`` and per-dataset settings (a table keyed by task name whose
-entries address settings by path, e.g. ``{"rollouts.horizon": 5}``; their sources are in
-``docs/algorithms.md``). Listing a module here registers it.
+bundling its name, config class, ``make(config, spec)`` and per-dataset settings (a table keyed
+by task name whose entries address settings by path, e.g. ``{"rollouts.horizon": 5}``; their
+sources are in ``docs/algorithms.md``). Listing a module here registers it.
 """
 
 from __future__ import annotations

@@ -27,10 +27,10 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from offrl_jax.parts import sac
 from offrl_jax.data._io import atomic_output
 from offrl_jax.evaluation import Evaluator
 from offrl_jax.generation.profiles import GenerationProfile
+from offrl_jax.parts import sac
 from offrl_jax.tasks import get_env_spec
 
 TRANSITION_KEYS = ("observations", "actions", "rewards", "next_observations", "terminals",

@@ -23,7 +23,6 @@ writes ``offrl_jax/generation/policies/<env>/`` (layout in :mod:`offrl_jax.gener
 from __future__ import annotations
 
 import functools
-
 import json
 from pathlib import Path
 
@@ -32,10 +31,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from offrl_jax.parts import sac
 from offrl_jax.evaluation import Evaluator
 from offrl_jax.generation import policies
 from offrl_jax.generation.reference import d4rl_stats
+from offrl_jax.parts import sac
 from offrl_jax.tasks import get_env_spec, normalized_score
 
 
@@ -55,7 +54,7 @@ def read_behaviour_run(work_dir: str | Path) -> tuple[dict, list[dict]]:
     return recipe, checkpoints
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def actor_agent(env: str, hidden_dims: tuple[int, ...] = (256, 256)) -> sac.Agent:
     """The SAC agent of ``env``'s behaviour policies: one instance per (env, hidden_dims), so
     programs compiled around its ``act`` are compiled once."""

@@ -2,9 +2,9 @@
 buffer, and minibatches mixing them with dataset rows (MBPO's scheme, used by MOPO, COMBO,
 MOReL and RAMBO).
 
-- :meth:`Rollouts.refresh`, every ``refresh_every`` updates, OUTSIDE the inner update scan (the training
-  loop runs it in an outer loop; ``docs/algorithms.md#pitfalls``): roll the policy out in the
-  model from ``batch_size`` dataset states for ``horizon`` steps, one random elite per
+- :meth:`Rollouts.refresh`, every ``refresh_every`` updates, OUTSIDE the inner update scan (the
+  training loop runs it in an outer loop; ``docs/algorithms.md#pitfall-1``): roll the policy
+  out in the model from ``batch_size`` dataset states for ``horizon`` steps, one random elite per
   transition, rollouts ended by the task's termination function, and append the valid
   transitions to a ring buffer holding the last ``retain`` refreshes' worth. With an
   uncertainty ``penalty`` every member predicts and each row stores its raw u(s, a);
