@@ -1,5 +1,5 @@
 """The model-transition ring buffer: masked compacted adds, wrap-around, sampling only filled
-entries (shared/REFERENCE.md s.5 mistake 2), and sampling an empty buffer."""
+entries (docs/algorithms.md#pitfall-6), and sampling an empty buffer."""
 
 from __future__ import annotations
 

@@ -95,7 +95,8 @@ def test_termination_guards():
     hopper = ENV_SPECS["hopper"].termination_fn
     healthy = jnp.array([1.25, 0.0] + [0.0] * 9)
     assert not bool(hopper(healthy))
-    assert bool(hopper(healthy.at[5].set(150.0)))  # the |x| < 100 guard (REFERENCE mistake 1)
+    # The |x| < 100 guard (docs/algorithms.md#pitfall-5).
+    assert bool(hopper(healthy.at[5].set(150.0)))
     assert bool(hopper(healthy.at[5].set(-150.0)))
     assert bool(hopper(healthy.at[3].set(jnp.nan)))
     assert bool(hopper(healthy.at[1].set(0.25)))

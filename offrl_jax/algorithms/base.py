@@ -65,25 +65,30 @@ def _check_kind(where: str, field: dataclasses.Field, current, value):
     return value
 
 
-def replace_path(config, path: str, value, where: str = ""):
+def replace_path(config, path: str, value, where: str = "", prefix: str = ""):
     """``config`` with the setting at ``path`` set to ``value`` (checked against the field's
     annotation). Raises :class:`ConfigError` naming the valid paths when there is no such
-    setting, or when ``path`` names a part rather than one of its settings."""
+    setting, or when ``path`` names a part rather than one of its settings. ``where`` names the
+    override in messages; ``prefix`` is the path of ``config`` itself inside the root config."""
     where = where or path
     head, _, rest = path.partition(".")
     fields = {f.name: f for f in dataclasses.fields(config)}
+
+    def valid(of=config, at=prefix):
+        return ", ".join(f"{at}{p}" for p in sorted(config_paths(of)))
+
     if head not in fields:
-        raise ConfigError(f"{where}: {type(config).__name__} has no setting {head!r}; valid "
-                          f"paths: {', '.join(sorted(config_paths(config)))}")
+        raise ConfigError(f"{where}: no setting {prefix + head!r}; valid paths: {valid()}")
     current = getattr(config, head)
     if dataclasses.is_dataclass(current):
         if not rest:
-            raise ConfigError(f"{where}: {head!r} is a part; set one of its settings: "
-                              f"{', '.join(f'{head}.{p}' for p in sorted(config_paths(current)))}")
-        return dataclasses.replace(config, **{head: replace_path(current, rest, value, where)})
+            raise ConfigError(f"{where}: {prefix + head!r} is a part; set one of its settings: "
+                              f"{valid(current, f'{prefix}{head}.')}")
+        return dataclasses.replace(config, **{head: replace_path(current, rest, value, where,
+                                                                 f"{prefix}{head}.")})
     if rest:
-        raise ConfigError(f"{where}: {head!r} is a setting, not a part; valid paths: "
-                          f"{', '.join(sorted(config_paths(config)))}")
+        raise ConfigError(f"{where}: {prefix + head!r} is a setting, not a part; valid paths: "
+                          f"{valid()}")
     try:
         return dataclasses.replace(config, **{head: _check_kind(where, fields[head], current,
                                                                  value)})

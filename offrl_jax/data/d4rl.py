@@ -1,6 +1,6 @@
 """Read and write D4RL-layout HDF5 files.
 
-Layout (shared/REFERENCE.md section 1): top-level arrays ``observations (N, obs)``,
+Layout (``docs/algorithms.md#d4rl-conventions``): top-level arrays ``observations (N, obs)``,
 ``actions (N, act)``, ``rewards (N,)`` or ``(N, 1)``, ``next_observations (N, obs)``,
 ``terminals (N,)``, ``timeouts (N,)``; optional groups ``infos/`` (per-row arrays such as
 ``qpos``, ``qvel``, ``action_log_probs``) and ``metadata/``. Files written here also carry a

@@ -1,6 +1,6 @@
 """Read (and, for tests and conversions, write) Minari HDF5 datasets without the minari package.
 
-Layout (Minari 0.5, shared/REFERENCE.md section 1): ``<dataset>/data/metadata.json`` and
+Layout (Minari 0.5, ``docs/algorithms.md#d4rl-conventions``): ``<dataset>/data/metadata.json`` and
 ``<dataset>/data/main_data.hdf5``; the HDF5 file has one group ``episode_<i>`` per episode with
 ``observations (T + 1, obs)``, ``actions (T, act)``, ``rewards (T,)``, ``terminations (T,)``,
 ``truncations (T,)`` (and ``infos``, ignored). Episode i becomes T rows with

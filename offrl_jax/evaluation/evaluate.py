@@ -4,7 +4,7 @@ A policy is given as ``act_fn(params, obs, key, deterministic) -> actions`` for 
 ``obs`` of shape ``(episodes, obs_dim)`` and actions ``(episodes, act_dim)``; ``params`` passed to
 the evaluator carry a leading seed axis ``(seeds, ...)``. The evaluator vmaps ``act_fn`` over
 seeds and jits it once, when the evaluator is made: calling it again with parameters of the same
-shapes reuses the compiled program (REFERENCE section 5, mistake 8).
+shapes reuses the compiled program (``docs/algorithms.md#pitfall-7``).
 
 - host backend: one jitted policy call per environment step for all seeds x episodes; the
   environments are Gymnasium v4, the reference for scores.

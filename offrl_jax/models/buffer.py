@@ -3,7 +3,7 @@
 :func:`add` writes only the rows its mask marks valid, packed one after another from the
 insert position with wrap-around (positions from a cumulative sum of the mask, then one
 scatter). Filled entries are always the rows ``[0, size)``, and :func:`sample` draws only
-from them, so the buffer never yields its initial zeros (shared/REFERENCE.md s.5, mistake 2).
+from them, so the buffer never yields its initial zeros (``docs/algorithms.md#pitfall-6``).
 
 Sampling an empty buffer is a bug in the caller. Outside a trace it raises ValueError; inside
 jit/vmap (where it cannot raise) every sampled field is NaN, so any loss built on it is NaN

@@ -27,7 +27,7 @@ class ModelProfile:
 
 
 PROFILES: dict[str, ModelProfile] = {
-    # The published settings (shared/REFERENCE.md s.2) on all the data.
+    # The published settings (docs/algorithms.md#dynamics-ensemble) on all the data.
     "full": ModelProfile(EnsembleConfig(), data_profile="full"),
     # A CPU-sized smoke run: small network, 50k transitions, at most 20 epochs.
     "quick": ModelProfile(

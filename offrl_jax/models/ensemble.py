@@ -1,4 +1,5 @@
-"""A Gaussian dynamics ensemble predicting ``[next_obs - obs, reward]`` (shared/REFERENCE.md s.2).
+"""A Gaussian dynamics ensemble predicting ``[next_obs - obs, reward]``
+(``docs/algorithms.md#dynamics-ensemble``).
 
 Each member is one MLP (swish hidden layers) that outputs a mean and a log-variance per output
 dim; the log-variance is soft-clamped between learned per-dim bounds. Members are a leading
@@ -37,7 +38,8 @@ from flax import struct
 
 @dataclasses.dataclass(frozen=True)
 class EnsembleConfig:
-    """Settings of the dynamics ensemble; defaults are the MBPO/MOPO ones (REFERENCE s.2).
+    """Settings of the dynamics ensemble; defaults are the MBPO/MOPO ones
+    (``docs/algorithms.md#dynamics-ensemble``).
 
     ``weight_decays`` has one entry per weight layer: ``len(hidden_sizes) + 1``.
     ``max_epochs`` caps training (and sizes the per-epoch holdout history).
@@ -184,7 +186,7 @@ def predict(model_state: EnsembleState, obs, act):
 
 
 def uncertainty_penalties(mean, logvar) -> dict[str, jax.Array]:
-    """Uncertainty of members' predictions for the SAME inputs (REFERENCE s.2, s.5 mistake 5).
+    """Uncertainty of members' predictions for the SAME inputs (``docs/algorithms.md#pitfall-3``).
 
     mean, logvar: (M, ..., D) over all members and all output dims (delta obs and reward).
     Returns (...)-shaped arrays:

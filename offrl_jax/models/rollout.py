@@ -2,14 +2,14 @@
 
 Every rollout runs all ``horizon`` steps (static shapes); a ``valid`` mask says which steps
 happened. A rollout whose termination function fires at step k has exactly k valid transitions,
-the k-th marked terminal, and nothing valid after it (shared/REFERENCE.md s.5, mistake 6).
+the k-th marked terminal, and nothing valid after it (``docs/algorithms.md#pitfall-4``).
 The uncertainty penalties come from all members' predictions for the same (s, a), computed in
 the same pass as the sampled step.
 
 ``rollout`` is a pure function, not jitted itself: call it inside your jitted update, with a
 ``policy_fn`` that closes over the (traced) policy parameters, so a new policy does not
 recompile it. Run it from an outer loop, not under a ``lax.cond`` inside a vmapped scan
-(REFERENCE s.5, mistake 7).
+(``docs/algorithms.md#pitfall-1``).
 """
 
 from __future__ import annotations

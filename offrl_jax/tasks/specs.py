@@ -1,6 +1,6 @@
 """Per-environment facts as data: Gymnasium ids, dimensions, reference returns, termination.
 
-Reference returns are D4RL's (shared/REFERENCE.md section 1): REF_MIN is a uniform random
+Reference returns are D4RL's (``docs/algorithms.md#d4rl-conventions``): REF_MIN is a uniform random
 policy's mean return, REF_MAX the expert's; they are the same for D4RL v0/v1/v2.
 """
 
@@ -33,7 +33,8 @@ class EnvSpec:
         import gymnasium as gym
 
         with warnings.catch_warnings():
-            # v4 is chosen on purpose: v5 changed models and observations (REFERENCE section 1).
+            # v4 is chosen on purpose: v5 changed models and observations
+            # (docs/algorithms.md#pitfall-9).
             warnings.filterwarnings("ignore", message=".*out of date.*")
             return gym.make(self.gym_id, **{**dict(self.gym_kwargs), **overrides})
 

@@ -3,8 +3,9 @@
 Each takes ``next_obs`` of shape ``(..., obs_dim)`` and returns a bool array of shape
 ``(...)``: True where the transition into ``next_obs`` ends the episode (a real fall, not a
 time limit). They reproduce Gymnasium v4's ``terminated`` from the observation alone, so the
-dynamics-model rollouts can end exactly where the real environment would (shared/REFERENCE.md
-section 2, and the abs-of-a-boolean mistake of section 5 avoided).
+dynamics-model rollouts can end exactly where the real environment would
+(``docs/algorithms.md#pitfall-4``; the abs-of-a-boolean mistake of public code avoided,
+``docs/algorithms.md#pitfall-5``).
 
 Observations exclude the x (and for ant the y) position, so ``obs[0]`` is the torso height for
 hopper, walker2d and ant, and ``obs[1]`` the torso angle for hopper and walker2d.
