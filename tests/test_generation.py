@@ -1,5 +1,8 @@
 import dataclasses
+import json
+import shutil
 
+import flax.serialization
 import jax
 import numpy as np
 import pytest
@@ -7,7 +10,7 @@ from layout import assert_d4rl_layout
 
 from offrl_jax.data import episode_returns, read_d4rl_hdf5, read_d4rl_metadata
 from offrl_jax.generation import generate, get_profile, is_complete
-from offrl_jax.generation.behaviour import train_behaviour
+from offrl_jax.generation.behaviour import _RunFiles, train_behaviour
 from offrl_jax.tasks import DATASET_KINDS
 
 TINY = get_profile("tiny")
@@ -125,13 +128,24 @@ def test_behaviour_training_resumes_identically(tmp_path):
     partial = train_behaviour("hopper", small, seed=3, work_dir=tmp_path / "b", progress=False,
                               stop_after_segments=2)  # killed after its first checkpoint
     assert len(partial.checkpoints) == 1
-    resumed = train_behaviour("hopper", small, seed=3, work_dir=tmp_path / "b", progress=False)
-    assert [c.mean_return for c in resumed.checkpoints] == [c.mean_return
-                                                            for c in full.checkpoints]
-    for key in full.replay:
-        np.testing.assert_array_equal(full.replay[key], resumed.replay[key])
-    jax.tree_util.tree_map(np.testing.assert_array_equal, full.state.actor_params,
-                           resumed.state.actor_params)
+    # The same interrupted run as an older release left it (one state.msgpack): it resumes too.
+    shutil.copytree(tmp_path / "b", tmp_path / "c")
+    saved = _RunFiles(tmp_path / "c").load_state()
+    legacy = {"recipe": json.dumps(saved["recipe"]), "next_segment": saved["next_segment"],
+              "sac_state": saved["sac_state"],
+              "checkpoints": {str(i): c for i, c in enumerate(saved["checkpoints"])}}
+    (tmp_path / "c" / "state.msgpack").write_bytes(flax.serialization.msgpack_serialize(legacy))
+    (tmp_path / "c" / "latest.json").unlink()
+    for resume_dir in ("b", "c"):
+        resumed = train_behaviour("hopper", small, seed=3, work_dir=tmp_path / resume_dir,
+                                  progress=False)
+        assert [c.mean_return for c in resumed.checkpoints] == [c.mean_return
+                                                                for c in full.checkpoints]
+        for key in full.replay:
+            np.testing.assert_array_equal(full.replay[key], resumed.replay[key])
+        jax.tree_util.tree_map(np.testing.assert_array_equal, full.state.actor_params,
+                               resumed.state.actor_params)
+    assert not (tmp_path / "c" / "state.msgpack").exists()  # rewritten as a saved tree
     with pytest.raises(ValueError, match="recipe"):
         train_behaviour("hopper", small, seed=4, work_dir=tmp_path / "b", progress=False)
 

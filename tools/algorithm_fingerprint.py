@@ -21,8 +21,8 @@ from pathlib import Path
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 
+from offrl_jax import pytrees
 from offrl_jax.algorithms.registry import ALGORITHMS
 from offrl_jax.training.runner import run_benchmark
 
@@ -42,7 +42,7 @@ def _run(sweep: dict | None, out: Path) -> dict:
     for ckpt in sorted((out / "checkpoints").iterdir()):
         latest = json.loads((ckpt / "latest.json").read_text())
         step_dir = ckpt / f"interval_{latest['next_interval']:06d}"
-        restored = ocp.StandardCheckpointer().restore(step_dir.resolve())
+        restored, _ = pytrees.load(step_dir)
         records = [{k: r[k] for k in sorted(r) if k not in ("wall_time", "elapsed")}
                    for r in latest.get("records", [])]
         result[ckpt.name] = {"state": _digests(restored["state"]),
@@ -51,9 +51,9 @@ def _run(sweep: dict | None, out: Path) -> dict:
     models = out / "models"
     if models.exists():
         entries = []
-        for path in sorted(models.rglob("*.npz")):
-            with np.load(path) as archive:
-                entries.append(_digests([archive[k] for k in archive.files if k != "meta"]))
+        for path in sorted(p for p in models.iterdir() if p.is_dir() and "tmp" not in p.name):
+            arrays, _ = pytrees.load(path)
+            entries.append(_digests([arrays[k] for k in sorted(arrays)]))
         result["models"] = sorted(entries)
     return result
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import flax.serialization
@@ -27,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from offrl_jax import pytrees
 from offrl_jax.data._io import atomic_output
 from offrl_jax.evaluation import Evaluator
 from offrl_jax.generation.profiles import GenerationProfile
@@ -112,13 +114,22 @@ def _segment_seed(seed: int, segment: int) -> int:
 
 
 class _RunFiles:
-    """Resume files of one behaviour run: ``state.msgpack`` is written last and is the commit
-    point; ``replay/segment_XXXXX.npz`` files are append-only and written before it."""
+    """Resume files of one behaviour run. ``replay/segment_XXXXX.npz`` files are append-only
+    transitions, written first; the agent and the policy snapshots are a saved tree
+    (:mod:`offrl_jax.pytrees`) per commit, ``state_XXXXX/``, and ``latest.json`` (written
+    atomically, last) names the current one: the commit point. A run started before the saved
+    trees (one ``state.msgpack``) is read as well, so it resumes and exports."""
 
     def __init__(self, work_dir: Path):
         self.dir = Path(work_dir)
-        self.state_path = self.dir / "state.msgpack"
+        self.latest_path = self.dir / "latest.json"
+        self.legacy_path = self.dir / "state.msgpack"
         self.replay_dir = self.dir / "replay"
+
+    @property
+    def state_path(self) -> Path:
+        """The file whose presence means the run has committed state."""
+        return self.legacy_path if self.legacy_path.exists() else self.latest_path
 
     def segment_path(self, segment: int) -> Path:
         return self.replay_dir / f"segment_{segment:05d}.npz"
@@ -131,14 +142,40 @@ class _RunFiles:
         with np.load(self.segment_path(segment)) as data:
             return {k: data[k] for k in TRANSITION_KEYS}
 
-    def save_state(self, payload: dict) -> None:
-        with atomic_output(self.state_path) as tmp:
-            tmp.write_bytes(flax.serialization.msgpack_serialize(payload))
+    def save_state(self, recipe: dict, next_segment: int, state: sac.State,
+                   checkpoints: list[PolicyCheckpoint]) -> None:
+        name = f"state_{next_segment:05d}"
+        pytrees.save(self.dir / name,
+                     {"sac_state": state,
+                      "actors": {str(i): c.actor_params for i, c in enumerate(checkpoints)}},
+                     {"recipe": recipe, "next_segment": next_segment,
+                      "checkpoints": [{"env_steps": c.env_steps, "mean_return": c.mean_return}
+                                      for c in checkpoints]})
+        with atomic_output(self.latest_path) as tmp:
+            tmp.write_text(json.dumps({"state": name}))
+        self.legacy_path.unlink(missing_ok=True)
+        for old in self.dir.glob("state_*"):
+            if old.name != name:
+                shutil.rmtree(old, ignore_errors=True)
 
     def load_state(self) -> dict | None:
-        if not self.state_path.exists():
-            return None
-        return flax.serialization.msgpack_restore(self.state_path.read_bytes())
+        """``{"recipe", "next_segment", "sac_state", "checkpoints"}`` (state dicts; each
+        checkpoint ``{"env_steps", "mean_return", "actor"}``, in training order), or None."""
+        if self.latest_path.exists():
+            name = json.loads(self.latest_path.read_text())["state"]
+            trees, meta = pytrees.load(self.dir / name)
+            return {"recipe": meta["recipe"], "next_segment": int(meta["next_segment"]),
+                    "sac_state": trees["sac_state"],
+                    "checkpoints": [{**c, "actor": trees["actors"][str(i)]}
+                                    for i, c in enumerate(meta["checkpoints"])]}
+        if self.legacy_path.exists():
+            saved = flax.serialization.msgpack_restore(self.legacy_path.read_bytes())
+            return {"recipe": json.loads(saved["recipe"]),
+                    "next_segment": int(saved["next_segment"]),
+                    "sac_state": saved["sac_state"],
+                    "checkpoints": sorted(saved["checkpoints"].values(),
+                                          key=lambda c: int(c["env_steps"]))}
+        return None
 
 
 def train_behaviour(env: str, profile: GenerationProfile, seed: int, work_dir: str | Path,
@@ -165,15 +202,15 @@ def train_behaviour(env: str, profile: GenerationProfile, seed: int, work_dir: s
     start_segment = 0
     saved = files.load_state()
     if saved is not None:
-        if json.loads(saved["recipe"]) != recipe:
+        if saved["recipe"] != recipe:
             raise ValueError(f"{files.state_path}: key 'recipe': expected {recipe}, found "
                              f"{saved['recipe']}; use another work directory or --force")
         state = flax.serialization.from_state_dict(state, saved["sac_state"])
-        start_segment = int(saved["next_segment"])
+        start_segment = saved["next_segment"]
         checkpoints = [
             PolicyCheckpoint(int(c["env_steps"]), float(c["mean_return"]),
                              flax.serialization.from_state_dict(state.actor_params, c["actor"]))
-            for c in saved["checkpoints"].values()]
+            for c in saved["checkpoints"]]
 
     host_replay = {k: [] for k in TRANSITION_KEYS}
     for segment in range(start_segment):
@@ -224,15 +261,7 @@ def train_behaviour(env: str, profile: GenerationProfile, seed: int, work_dir: s
                 files.save_segment(done_segment, {k: host_replay[k][done_segment]
                                                   for k in TRANSITION_KEYS})
             unsaved = []
-            files.save_state({
-                "recipe": json.dumps(recipe),
-                "next_segment": segment + 1,
-                "sac_state": flax.serialization.to_state_dict(state),
-                "checkpoints": {str(i): {"env_steps": c.env_steps, "mean_return": c.mean_return,
-                                         "actor": flax.serialization.to_state_dict(
-                                             c.actor_params)}
-                                for i, c in enumerate(checkpoints)},
-            })
+            files.save_state(recipe, segment + 1, state, checkpoints)
         bar.update(1)
         if stop_after_segments is not None and segment + 1 - start_segment >= stop_after_segments:
             break

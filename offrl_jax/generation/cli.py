@@ -64,7 +64,7 @@ def register(subparsers) -> None:
     train.add_argument("--profile", choices=sorted(PROFILES), default="full")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--work-dir", required=True,
-                       help="resume directory (state.msgpack and replay segments)")
+                       help="resume directory (saved state and replay segments)")
     train.set_defaults(func=_train_behaviour)
 
 

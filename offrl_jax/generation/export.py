@@ -1,7 +1,7 @@
 """Choosing and exporting the behaviour policies to ship, from a behaviour training run.
 
 ``offrl data export-behaviour --env ENV --work-dir DIR`` reads the run's checkpoints (one every
-evaluation, ``state.msgpack`` of :func:`offrl_jax.generation.behaviour.train_behaviour`) and
+evaluation, the saved state of :func:`offrl_jax.generation.behaviour.train_behaviour`) and
 writes ``offrl_jax/generation/policies/<env>/`` (layout in :mod:`offrl_jax.generation.policies`):
 
 - expert: the ``candidates`` checkpoints with the best training evaluations are re-evaluated
@@ -23,10 +23,8 @@ writes ``offrl_jax/generation/policies/<env>/`` (layout in :mod:`offrl_jax.gener
 from __future__ import annotations
 
 import functools
-import json
 from pathlib import Path
 
-import flax.serialization
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -41,17 +39,17 @@ from offrl_jax.tasks import get_env_spec, normalized_score
 def read_behaviour_run(work_dir: str | Path) -> tuple[dict, list[dict]]:
     """``(recipe, checkpoints)`` of a behaviour run directory; each checkpoint is a dict with
     ``env_steps``, ``mean_return`` (training evaluation) and ``actor`` (parameters)."""
-    path = Path(work_dir) / "state.msgpack"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no behaviour run state (run `offrl data "
+    from offrl_jax.generation.behaviour import _RunFiles
+
+    files = _RunFiles(Path(work_dir))
+    saved = files.load_state()
+    if saved is None:
+        raise FileNotFoundError(f"{files.state_path}: no behaviour run state (run `offrl data "
                                 f"train-behaviour` with this --work-dir first)")
-    saved = flax.serialization.msgpack_restore(path.read_bytes())
-    recipe = json.loads(saved["recipe"])
     checkpoints = [{"env_steps": int(c["env_steps"]), "mean_return": float(c["mean_return"]),
                     "actor": c["actor"]}
-                   for c in sorted(saved["checkpoints"].values(),
-                                   key=lambda c: int(c["env_steps"]))]
-    return recipe, checkpoints
+                   for c in sorted(saved["checkpoints"], key=lambda c: int(c["env_steps"]))]
+    return saved["recipe"], checkpoints
 
 
 @functools.cache

@@ -1,4 +1,5 @@
-"""Save and restore a trained ensemble with orbax: arrays in one item, config and dims as JSON.
+"""Save and restore a trained ensemble (:mod:`offrl_jax.pytrees`): arrays, and the config and
+dims in the header.
 
 Restoring needs no template, so a state from :func:`train_ensembles` (a leading seeds axis on
 every leaf) round-trips as well as a single ensemble.
@@ -11,9 +12,8 @@ import os
 from pathlib import Path
 
 import jax
-import numpy as np
-import orbax.checkpoint as ocp
 
+from offrl_jax import pytrees
 from offrl_jax.models.ensemble import EnsembleConfig, EnsembleState
 
 FORMAT_VERSION = 1
@@ -22,24 +22,12 @@ _ARRAY_FIELDS = tuple(
     if f.name not in ("config", "obs_dim", "act_dim"))
 
 
-def _checkpointer() -> ocp.Checkpointer:
-    return ocp.Checkpointer(ocp.CompositeCheckpointHandler())
-
-
 def save_model(path: str | os.PathLike, state: EnsembleState) -> Path:
     """Write ``state`` to the directory ``path`` (replaced if it exists); returns the path."""
-    path = Path(path).expanduser().resolve()
     arrays = {name: getattr(state, name) for name in _ARRAY_FIELDS}
-    arrays = jax.tree_util.tree_map(np.asarray, arrays)
     meta = {"format_version": FORMAT_VERSION, "obs_dim": state.obs_dim,
             "act_dim": state.act_dim, "config": dataclasses.asdict(state.config)}
-    _checkpointer().save(
-        path,
-        args=ocp.args.Composite(arrays=ocp.args.StandardSave(arrays),
-                                meta=ocp.args.JsonSave(meta)),
-        force=True,
-    )
-    return path
+    return pytrees.save(path, arrays, meta)
 
 
 def restore_model(path: str | os.PathLike) -> EnsembleState:
@@ -47,10 +35,7 @@ def restore_model(path: str | os.PathLike) -> EnsembleState:
     path = Path(path).expanduser().resolve()
     if not path.is_dir():
         raise FileNotFoundError(f"no model checkpoint directory at {str(path)!r}")
-    restored = _checkpointer().restore(
-        path, args=ocp.args.Composite(arrays=ocp.args.StandardRestore(),
-                                      meta=ocp.args.JsonRestore()))
-    meta = restored["meta"]
+    arrays, meta = pytrees.load(path)
     if meta.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"model checkpoint {str(path)!r} has format_version "
                          f"{meta.get('format_version')!r}, expected {FORMAT_VERSION}")
@@ -58,6 +43,6 @@ def restore_model(path: str | os.PathLike) -> EnsembleState:
         key: tuple(value) if isinstance(value, list) else value
         for key, value in meta["config"].items()
     }
-    arrays = jax.tree_util.tree_map(jax.numpy.asarray, dict(restored["arrays"]))
+    arrays = jax.tree_util.tree_map(jax.numpy.asarray, dict(arrays))
     return EnsembleState(**arrays, config=EnsembleConfig(**config_fields),
                          obs_dim=int(meta["obs_dim"]), act_dim=int(meta["act_dim"]))

@@ -1,7 +1,7 @@
 """A store of pretrained per-seed pytrees (dynamics models), shared across algorithms and runs.
 
 MOPO, COMBO, MOReL and RAMBO with equal ensemble settings train the same ensemble for the same
-seed and dataset (``Algorithm.pretrain``; :func:`offrl_jax.algorithms.model_based.model_key`),
+seed and dataset (``Algorithm.pretrain``; :func:`offrl_jax.parts.dynamics.model_key`),
 and a full-size D4RL ensemble costs minutes to fit. The training loop therefore asks
 :func:`load_or_fit` for each seed's pytree before ``init``: entries found in the store are
 loaded, the missing seeds are fitted together by the caller's ``fit`` (one vmapped program) and
@@ -9,17 +9,17 @@ saved. The runner keeps its store in ``OUT/models/``.
 
 An entry is one seed's pytree, keyed by :class:`EntryKey`: the dataset's fingerprint (sha256 over
 every array's dtype, shape and bytes, :func:`dataset_fingerprint`), the env name,
-``pretrain_id(config)`` and the init key's data (the seed and the key ``pretrain`` receives). It
-is one file, ``ROOT/<env>__seed<seed>__<hash of the key>.npz``: the leaves in flattening order
-and a JSON header (``meta``) holding the full key, each leaf's path, dtype and shape, and a sha256
-over the leaves' bytes.
+``pretrain_id`` and the init key's data (the seed and the key ``pretrain`` receives). It is one
+saved tree (:mod:`offrl_jax.pytrees`), the directory ``ROOT/<env>__seed<seed>__<hash of the
+key>``: the leaves in flattening order and a header holding the full key, each leaf's path, dtype
+and shape, and a sha256 over the leaves' bytes.
 
 Robustness:
-- Writes go to a temporary file in the same directory that is renamed onto the entry only when
-  complete (``os.replace``), so a killed write leaves no entry and a half-written file is never
-  read. Two runs writing the same entry both write complete files; the last rename wins.
-- A corrupt entry (not a readable ``.npz``, a header or leaf missing, or leaves whose sha256
-  differs from the header's) is REFITTED and overwritten, with a printed warning naming the file
+- Orbax writes an entry into a temporary directory and renames it only when complete, so a
+  killed write leaves no entry and a half-written one is never read. Two runs writing the same
+  entry both write complete ones; the last rename wins.
+- A corrupt entry (unreadable, a header or leaf missing, or leaves whose sha256 differs from the
+  header's) is REFITTED and overwritten, with a printed warning naming the file
   and the damage. The fit is deterministic in the key, so refitting restores exactly the entry
   that was lost; stopping a long benchmark over a damaged cache file would gain nothing.
 - An intact entry that does not match (its header's key differs from the one its name hashes, or
@@ -39,7 +39,6 @@ import dataclasses
 import hashlib
 import json
 import time
-import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -47,9 +46,9 @@ from typing import Any
 import jax
 import numpy as np
 
-from offrl_jax.data._io import atomic_output
+from offrl_jax import pytrees
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 1: one .npz file per entry (before pytrees were saved one way)
 
 
 class ModelStoreError(ValueError):
@@ -97,10 +96,7 @@ def _leaf_layout(template) -> list[dict]:
 
 
 def _leaves_sha256(leaves: Sequence[np.ndarray]) -> str:
-    digest = hashlib.sha256()
-    for leaf in leaves:
-        digest.update(np.ascontiguousarray(leaf).tobytes())
-    return digest.hexdigest()
+    return pytrees.leaves_sha256(list(leaves))
 
 
 class ModelStore:
@@ -111,20 +107,17 @@ class ModelStore:
 
     def path(self, key: EntryKey) -> Path:
         env = "".join(c if c.isalnum() or c in "-_." else "_" for c in key.env)
-        return self.root / f"{env}__seed{key.seed}__{key.digest()[:16]}.npz"
+        return self.root / f"{env}__seed{key.seed}__{key.digest()[:16]}"
 
     def save(self, key: EntryKey, tree) -> Path:
-        """Write one seed's pytree atomically; returns the entry's path."""
+        """Write one seed's pytree (whole or not at all); returns the entry's path."""
         leaves = [np.asarray(leaf) for leaf in jax.tree_util.tree_leaves(tree)]
         meta = {"format_version": FORMAT_VERSION, "key": key.as_json(),
                 "leaves": _leaf_layout(tree), "sha256": _leaves_sha256(leaves),
                 "fitted_on": {"backend": jax.default_backend(), "jax": jax.__version__,
                               "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}}
-        path = self.path(key)
-        with atomic_output(path) as tmp, open(tmp, "wb") as handle:
-            np.savez(handle, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8),
-                     **{f"leaf_{i:05d}": leaf for i, leaf in enumerate(leaves)})
-        return path
+        return pytrees.save(self.path(key), {f"leaf_{i:05d}": leaf
+                                             for i, leaf in enumerate(leaves)}, meta)
 
     def load(self, key: EntryKey, template) -> Any | None:
         """The stored pytree (host numpy leaves, ``template``'s structure), or None when there
@@ -134,13 +127,11 @@ class ModelStore:
         if not path.exists():
             return None
         try:
-            with np.load(path, allow_pickle=False) as archive:
-                meta = json.loads(archive["meta"].tobytes().decode())
-                leaves = [archive[f"leaf_{i:05d}"] for i in range(len(meta["leaves"]))]
-        except (OSError, ValueError, KeyError, TypeError, AttributeError, EOFError,
-                zipfile.BadZipFile) as error:
-            raise CorruptEntryError(f"{path}: expected a model store entry (.npz with a JSON "
-                                    f"header and its leaves), found an unreadable file "
+            arrays, meta = pytrees.load(path)
+            leaves = [np.asarray(arrays[f"leaf_{i:05d}"]) for i in range(len(meta["leaves"]))]
+        except (pytrees.PytreeFileError, KeyError, TypeError) as error:
+            raise CorruptEntryError(f"{path}: expected a model store entry (a saved tree with "
+                                    f"a header and its leaves), found an unreadable one "
                                     f"({type(error).__name__}: {error})") from error
         if _leaves_sha256(leaves) != meta.get("sha256"):
             raise CorruptEntryError(f"{path}: key 'sha256': expected {meta.get('sha256')} (the "

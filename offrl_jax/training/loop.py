@@ -35,9 +35,9 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from offrl_jax import pytrees
 from offrl_jax.algorithms.base import Algorithm, Registration
 from offrl_jax.data._io import atomic_output
 from offrl_jax.evaluation import Evaluator
@@ -325,16 +325,14 @@ class Trainer:
         result = self.evaluator(state, eval_key, groups=len(self.points))
         return result.returns, result.normalized
 
-    # Checkpoints: orbax for the state pytree, JSON beside it for the records; the JSON is
-    # written last and names the interval, so a half-written step is never picked up.
+    # Checkpoints: the state pytree saved by offrl_jax.pytrees, JSON beside it for the records;
+    # the JSON is written last and names the interval, so a half-written step is never picked up.
     def _save(self, carry) -> None:
         if self.checkpoint_dir is None:
             return
         step_dir = self.checkpoint_dir / f"interval_{carry['next_interval']:06d}"
-        checkpointer = ocp.StandardCheckpointer()
-        checkpointer.save(step_dir.resolve(), {"state": carry["state"],
-                                               "failed": carry["failed"]}, force=True)
-        checkpointer.wait_until_finished()
+        pytrees.save(step_dir, {"state": carry["state"], "failed": carry["failed"]},
+                     {"next_interval": carry["next_interval"]})
         with atomic_output(self.checkpoint_dir / "latest.json") as tmp:
             tmp.write_text(json.dumps({"fingerprint": self.fingerprint(),
                                        "next_interval": carry["next_interval"],
@@ -358,7 +356,6 @@ class Trainer:
                              f"{self.num_intervals}, found {latest['next_interval']}")
         step_dir = self.checkpoint_dir / f"interval_{latest['next_interval']:06d}"
         target = {"state": template["state"], "failed": template["failed"]}
-        abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
-        restored = ocp.StandardCheckpointer().restore(step_dir.resolve(), abstract)
+        restored, _ = pytrees.load(step_dir, target)
         return {"state": restored["state"], "failed": restored["failed"],
                 "next_interval": latest["next_interval"], "records": latest["records"]}
