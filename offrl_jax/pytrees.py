@@ -69,6 +69,19 @@ def load(path: str | os.PathLike, template=None) -> tuple[Any, dict]:
     return restored["arrays"], dict(restored["meta"] or {})
 
 
+def load_meta(path: str | os.PathLike) -> dict:
+    """The header saved at ``path`` alone (the arrays are not read)."""
+    path = Path(path).expanduser().resolve()
+    try:
+        restored = _checkpointer().restore(path,
+                                           args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+    except Exception as error:
+        raise PytreeFileError(f"{path}: expected a saved tree with a 'meta' header, found an "
+                              f"unreadable one ({type(error).__name__}: {str(error)[:300]})"
+                              ) from error
+    return dict(restored["meta"] or {})
+
+
 def leaves_sha256(tree) -> str:
     """sha256 over the bytes of every leaf, in flattening order (a saved tree's checksum)."""
     digest = hashlib.sha256()

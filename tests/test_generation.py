@@ -131,9 +131,11 @@ def test_behaviour_training_resumes_identically(tmp_path):
     # The same interrupted run as an older release left it (one state.msgpack): it resumes too.
     shutil.copytree(tmp_path / "b", tmp_path / "c")
     saved = _RunFiles(tmp_path / "c").load_state()
+    to_dict = flax.serialization.to_state_dict
     legacy = {"recipe": json.dumps(saved["recipe"]), "next_segment": saved["next_segment"],
-              "sac_state": saved["sac_state"],
-              "checkpoints": {str(i): c for i, c in enumerate(saved["checkpoints"])}}
+              "sac_state": to_dict(saved["sac_state"]),
+              "checkpoints": {str(i): {**c, "actor": to_dict(c["actor"])}
+                              for i, c in enumerate(saved["checkpoints"])}}
     (tmp_path / "c" / "state.msgpack").write_bytes(flax.serialization.msgpack_serialize(legacy))
     (tmp_path / "c" / "latest.json").unlink()
     for resume_dir in ("b", "c"):

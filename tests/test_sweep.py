@@ -8,9 +8,9 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
+from offrl_jax import pytrees
 from offrl_jax.algorithms.registry import Algorithm, Registration, get_algorithm
 from offrl_jax.cli import main
 from offrl_jax.data import load_task_dataset, write_d4rl_hdf5
@@ -29,7 +29,7 @@ def restore_state(checkpoint_dir):
     """The last checkpoint's state as nested dicts of arrays (no template needed)."""
     latest = json.loads((checkpoint_dir / "latest.json").read_text())
     step_dir = checkpoint_dir / f"interval_{latest['next_interval']:06d}"
-    return ocp.StandardCheckpointer().restore(step_dir.resolve())["state"]
+    return pytrees.load(step_dir)[0]["state"]
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from offrl_jax import pytrees
 from offrl_jax.data._io import atomic_output
 from offrl_jax.evaluation import Evaluator
-from offrl_jax.generation.profiles import GenerationProfile
+from offrl_jax.generation.profiles import GenerationProfile, get_profile
 from offrl_jax.parts import sac
 from offrl_jax.tasks import get_env_spec
 
@@ -158,24 +158,43 @@ class _RunFiles:
             if old.name != name:
                 shutil.rmtree(old, ignore_errors=True)
 
-    def load_state(self) -> dict | None:
-        """``{"recipe", "next_segment", "sac_state", "checkpoints"}`` (state dicts; each
-        checkpoint ``{"env_steps", "mean_return", "actor"}``, in training order), or None."""
+    def load_state(self, template: sac.State | None = None) -> dict | None:
+        """``{"recipe", "next_segment", "sac_state", "checkpoints"}`` (each checkpoint
+        ``{"env_steps", "mean_return", "actor"}``, in training order), or None before the first
+        commit. ``template``: a state of the run's agent (None: made from the recipe's
+        profile)."""
         if self.latest_path.exists():
-            name = json.loads(self.latest_path.read_text())["state"]
-            trees, meta = pytrees.load(self.dir / name)
+            path = self.dir / json.loads(self.latest_path.read_text())["state"]
+            meta = pytrees.load_meta(path)
+            template = template or _template_state(meta["recipe"])
+            trees, _ = pytrees.load(path, {
+                "sac_state": template,
+                "actors": {str(i): template.actor_params
+                           for i in range(len(meta["checkpoints"]))}})
             return {"recipe": meta["recipe"], "next_segment": int(meta["next_segment"]),
                     "sac_state": trees["sac_state"],
                     "checkpoints": [{**c, "actor": trees["actors"][str(i)]}
                                     for i, c in enumerate(meta["checkpoints"])]}
         if self.legacy_path.exists():
             saved = flax.serialization.msgpack_restore(self.legacy_path.read_bytes())
-            return {"recipe": json.loads(saved["recipe"]),
-                    "next_segment": int(saved["next_segment"]),
-                    "sac_state": saved["sac_state"],
-                    "checkpoints": sorted(saved["checkpoints"].values(),
-                                          key=lambda c: int(c["env_steps"]))}
+            recipe = json.loads(saved["recipe"])
+            template = template or _template_state(recipe)
+            return {"recipe": recipe, "next_segment": int(saved["next_segment"]),
+                    "sac_state": flax.serialization.from_state_dict(template,
+                                                                    saved["sac_state"]),
+                    "checkpoints": [
+                        {**c, "actor": flax.serialization.from_state_dict(
+                            template.actor_params, c["actor"])}
+                        for c in sorted(saved["checkpoints"].values(),
+                                        key=lambda c: int(c["env_steps"]))]}
         return None
+
+
+def _template_state(recipe: dict) -> sac.State:
+    """A state of the agent a behaviour run's recipe trained (its profile's SAC settings)."""
+    spec = get_env_spec(recipe["env"])
+    agent = sac.Agent(get_profile(recipe["profile"]).sac, spec.obs_dim, spec.act_dim)
+    return agent.init(jax.random.PRNGKey(0))
 
 
 def train_behaviour(env: str, profile: GenerationProfile, seed: int, work_dir: str | Path,
@@ -200,17 +219,16 @@ def train_behaviour(env: str, profile: GenerationProfile, seed: int, work_dir: s
     state = agent.init(jax.random.fold_in(key, 0))
     checkpoints: list[PolicyCheckpoint] = []
     start_segment = 0
-    saved = files.load_state()
+    saved = files.load_state(state)
     if saved is not None:
         if saved["recipe"] != recipe:
             raise ValueError(f"{files.state_path}: key 'recipe': expected {recipe}, found "
                              f"{saved['recipe']}; use another work directory or --force")
-        state = flax.serialization.from_state_dict(state, saved["sac_state"])
+        state = saved["sac_state"]
         start_segment = saved["next_segment"]
-        checkpoints = [
-            PolicyCheckpoint(int(c["env_steps"]), float(c["mean_return"]),
-                             flax.serialization.from_state_dict(state.actor_params, c["actor"]))
-            for c in saved["checkpoints"]]
+        checkpoints = [PolicyCheckpoint(int(c["env_steps"]), float(c["mean_return"]),
+                                        c["actor"])
+                       for c in saved["checkpoints"]]
 
     host_replay = {k: [] for k in TRANSITION_KEYS}
     for segment in range(start_segment):
