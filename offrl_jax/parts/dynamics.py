@@ -79,7 +79,7 @@ def fit(key, spec, dataset, config: Config) -> EnsembleState:
     the init key ``key``. Jittable, vmappable over ``key`` with the dataset shared."""
     if dataset is None:
         raise ValueError("model-based algorithms fit their dynamics model in init: pass the "
-                         "dataset (init(key, spec, config, dataset))")
+                         "dataset (init(key, dataset))")
     _check_dims("dataset", (dataset.obs_dim, dataset.act_dim), spec)
     return train_ensemble(model_key(key), dataset.observations, dataset.actions,
                           dataset.rewards, dataset.next_observations, config.ensemble_config())
