@@ -207,3 +207,43 @@ def test_sharded_and_unsharded_runs_agree():
     np.testing.assert_allclose(out["True"]["params"], out["False"]["params"], rtol=1e-5,
                                atol=1e-6)
     np.testing.assert_allclose(out["True"]["scores"], out["False"]["scores"], rtol=1e-4)
+
+
+def test_schedule_flags_records_every_episode_and_config_json_relaunches(toy_hopper_dataset,
+                                                                        tmp_path):
+    """``--updates/--eval-every/--eval-episodes`` set the schedule; records keep every episode;
+    ``config.json`` holds every resolved setting and relaunches the same run."""
+    from offrl_jax.cli import main
+    from offrl_jax.data import write_d4rl_hdf5
+
+    write_d4rl_hdf5(tmp_path / "toy.hdf5", toy_hopper_dataset)
+    task = f"flags-toy=hopper:{tmp_path / 'toy.hdf5'}"
+    main(["bench", "--profile", "tiny", "--algos", "bc", "--tasks", task, "--seeds", "2",
+          "--updates", "40", "--eval-every", "20", "--eval-episodes", "3",
+          "--set", "bc.batch_size=16", "--out", str(tmp_path / "a")])
+
+    def records(run):
+        path = tmp_path / run / "records" / "bc__flags-toy.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines()]
+
+    first = records("a")
+    assert [(r["seed"], r["step"]) for r in first] == [(0, 20), (1, 20), (0, 40), (1, 40)]
+    for r in first:
+        assert len(r["episode_returns"]) == len(r["episode_lengths"]) == 3
+        assert r["return"] == pytest.approx(np.mean(r["episode_returns"]), rel=1e-6)
+        assert all(isinstance(n, int) and 0 < n <= 1000 for n in r["episode_lengths"])
+    config = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert config["train"]["bc"]["num_updates"] == 40
+    assert config["train"]["bc"]["eval_episodes"] == 3
+    settings = config["settings"]["bc/flags-toy"]
+    assert settings["batch_size"] == 16 and settings["hidden_dims"] == [32, 32]  # profile's
+
+    main(["bench", "--config", str(tmp_path / "a" / "config.json"), "--out",
+          str(tmp_path / "b")])
+    assert records("b") == first  # the same settings, seeds and schedule: the same numbers
+    with pytest.raises(SystemExit, match="remove --seeds"):
+        main(["bench", "--config", str(tmp_path / "a" / "config.json"), "--seeds", "3"])
+    with pytest.raises(SystemExit, match=r"num_updates \(50\) must be a multiple of eval_every"):
+        main(["bench", "--profile", "tiny", "--algos", "bc", "--tasks", task, "--updates", "50",
+              "--eval-every", "20", "--out", str(tmp_path / "c")])
+    assert not (tmp_path / "c").exists()

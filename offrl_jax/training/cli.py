@@ -80,6 +80,17 @@ def register(subparsers) -> None:
                        help="quick on a CPU (default there), full on a GPU (default there)")
     bench.add_argument("--out", default=None, help="run directory (default results/PROFILE)")
     bench.add_argument("--eval-backend", choices=("host", "device"), default=None)
+    bench.add_argument("--updates", type=int, default=None,
+                       help="updates per algorithm (default: the profile's)")
+    bench.add_argument("--eval-every", type=int, default=None,
+                       help="updates between evaluations (default: the profile's; must divide "
+                            "--updates and be a multiple of a model-based algorithm's "
+                            "rollouts.refresh_every)")
+    bench.add_argument("--eval-episodes", type=int, default=None,
+                       help="episodes per evaluation (default: the profile's)")
+    bench.add_argument("--config", default=None, metavar="RUN_DIR/config.json",
+                       help="relaunch a run exactly from the config.json it wrote (every "
+                            "setting resolved); only --out may be given with it")
     bench.add_argument("--set", dest="overrides", action="append", default=[],
                        metavar="[ALGO.]PATH=VALUE",
                        help="override a setting by its path, for one algorithm "
@@ -100,22 +111,44 @@ def register(subparsers) -> None:
 def _bench(args) -> int:
     from offrl_jax.algorithms.base import ConfigError
     from offrl_jax.training.loop import SweepError
-    from offrl_jax.training.runner import run_benchmark
+    from offrl_jax.training.runner import read_run_config, run_benchmark
 
+    exact = None
+    if args.config is not None:
+        given = [flag for flag, value in (
+            ("--algos", args.algos), ("--tasks", args.tasks), ("--seeds", args.seeds),
+            ("--profile", args.profile), ("--eval-backend", args.eval_backend),
+            ("--set", args.overrides), ("--sweep", args.sweeps), ("--updates", args.updates),
+            ("--eval-every", args.eval_every), ("--eval-episodes", args.eval_episodes))
+            if value]
+        if given:
+            raise SystemExit(f"offrl bench: --config relaunches a run as it was; remove "
+                             f"{', '.join(given)} (only --out may change)")
+        try:
+            exact = read_run_config(args.config)
+        except ConfigError as error:
+            raise SystemExit(f"offrl bench: --config {error}") from None
+        args.profile, args.algos, args.tasks = (exact["profile"], exact["algorithms"],
+                                                exact["tasks"])
     profile = args.profile or default_profile()
     run_profile = RUN_PROFILES[profile]
     algos = args.algos or list(run_profile.default_algorithms or sorted(ALGORITHMS))
     tasks = args.tasks or list(run_profile.default_tasks)
-    seeds = list(range(args.seeds or run_profile.default_seeds))
+    seeds = (list(exact["seeds"]) if exact else
+             list(range(args.seeds or run_profile.default_seeds)))
     out = args.out or f"results/{profile}"
-    sweep = parse_sweeps(args.sweeps)
+    sweep = exact["sweep"] if exact else parse_sweeps(args.sweeps)
+    schedule = {name: value for name, value in (
+        ("num_updates", args.updates), ("eval_every", args.eval_every),
+        ("eval_episodes", args.eval_episodes)) if value is not None}
     swept = "".join(f" x {len(values)} value(s) of {name} ({','.join(map(format_value, values))})"
                     for name, values in sweep.items())
     print(f"offrl bench: {len(algos)} algorithm(s) x {len(tasks)} task(s) x {len(seeds)} "
           f"seed(s){swept}, profile {profile}, output {out}", flush=True)
     try:
         run_benchmark(algos, tasks, seeds, profile, out, parse_overrides(args.overrides),
-                      args.eval_backend, argv=sys.argv, sweep=sweep)
+                      args.eval_backend, argv=sys.argv, sweep=sweep, schedule=schedule,
+                      exact=exact)
     except SweepError as error:
         raise SystemExit(f"offrl bench: --{error}") from None
     except ConfigError as error:

@@ -296,7 +296,8 @@ class Trainer:
                 jax.random.fold_in(k, 1), i))(self.keys)
             state, failed, metrics = self._interval(carry["state"], carry["failed"],
                                                     self.dataset, keys)
-            returns, normalized = self._evaluate(state, interval)
+            result = self._evaluate(state, interval)
+            returns, normalized = result.returns, result.normalized
             failed_host = np.asarray(failed)
             metrics_host = jax.tree_util.tree_map(np.asarray, metrics)
             step = (interval + 1) * self.train.eval_every
@@ -308,6 +309,11 @@ class Trainer:
                     "return": None if failed_host[i] else float(returns[i].mean()),
                     "normalized_score": (None if failed_host[i]
                                          else float(normalized[i].mean())),
+                    # Every episode, for statistics beyond the mean and policy selection.
+                    "episode_returns": (None if failed_host[i]
+                                        else [float(r) for r in returns[i]]),
+                    "episode_lengths": (None if failed_host[i]
+                                        else [int(n) for n in result.lengths[i]]),
                     "metrics": {k: float(v[i]) for k, v in metrics_host.items()},
                 })
             carry = {"state": state, "failed": failed, "next_interval": interval + 1,
@@ -317,13 +323,13 @@ class Trainer:
                 on_interval(interval + 1, self.num_intervals, carry["records"], new_records)
         return carry
 
-    def _evaluate(self, state, interval: int) -> tuple[np.ndarray, np.ndarray]:
-        """Returns and normalized scores, ``(rows, episodes)`` each. Each sweep point's rows
-        meet the same episodes (start states and policy keys) as an unswept run of these
-        seeds: one evaluation with one group of rows per point."""
+    def _evaluate(self, state, interval: int):
+        """The evaluation's returns, lengths and normalized scores, ``(rows, episodes)`` each
+        (an :class:`~offrl_jax.evaluation.EvalResult`). Each sweep point's rows meet the same
+        episodes (start states and policy keys) as an unswept run of these seeds: one
+        evaluation with one group of rows per point."""
         eval_key = jax.random.fold_in(jax.random.PRNGKey(self.seeds[0]), 10_000 + interval)
-        result = self.evaluator(state, eval_key, groups=len(self.points))
-        return result.returns, result.normalized
+        return self.evaluator(state, eval_key, groups=len(self.points))
 
     # Checkpoints: the state pytree saved by offrl_jax.pytrees, JSON beside it for the records;
     # the JSON is written last and names the interval, so a half-written step is never picked up.

@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from offrl_jax.algorithms.base import ConfigError
+from offrl_jax.algorithms.base import ConfigError, config_paths
 from offrl_jax.algorithms.registry import get_algorithm
 from offrl_jax.data import Dataset, find_task_dataset, load_task_dataset, read_d4rl_metadata
 from offrl_jax.models.store import ModelStore
@@ -255,13 +255,71 @@ def check_sweep_names(algos, task: Task, configs: dict, sweep: dict) -> None:
         check_sweep(algorithm.name, state, sweep)
 
 
+def train_configs(algorithms: list[str], profile: RunProfile, schedule: dict | None = None,
+                  eval_backend: str | None = None) -> dict[str, TrainConfig]:
+    """Each algorithm's :class:`TrainConfig`: the profile's, then ``schedule`` (``num_updates``,
+    ``eval_every``, ``eval_episodes`` for every algorithm, from ``offrl bench --updates
+    --eval-every --eval-episodes``), then the evaluation backend. An inconsistent schedule is
+    a :class:`ConfigError`."""
+    out = {}
+    for name in algorithms:
+        try:
+            train = dataclasses.replace(profile.train_for(name), **(schedule or {}))
+        except ValueError as error:
+            raise ConfigError(f"{name}: {error} (--updates, --eval-every)") from None
+        out[name] = dataclasses.replace(train, eval_backend=eval_backend) if eval_backend \
+            else train
+    return out
+
+
+CONFIG_FORMAT = 1
+
+
+def write_run_config(out_dir: Path, profile: str, algorithms: list[str], tasks: list[str],
+                     seeds: list[int], sweep: dict, trains: dict, configs: dict) -> Path:
+    """``OUT/config.json``: everything a run was made of, every setting resolved (profile,
+    task tables and overrides applied), so ``offrl bench --config OUT/config.json`` relaunches
+    exactly this run, whatever the defaults in the code have become since."""
+    document = {
+        "format": CONFIG_FORMAT, "profile": profile, "algorithms": algorithms,
+        "tasks": tasks, "seeds": seeds, "sweep": sweep,
+        "train": {name: dataclasses.asdict(train) for name, train in trains.items()},
+        "settings": {f"{a}/{t}": config_paths(config) for (a, t), config in configs.items()},
+    }
+    path = out_dir / "config.json"
+    write_text_atomic(path, json.dumps(document, indent=2) + "\n")
+    return path
+
+
+def read_run_config(path: str | Path) -> dict:
+    """A ``config.json`` written by :func:`write_run_config`, checked (file, key, expected,
+    found in every message)."""
+    path = Path(path)
+    try:
+        document = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"{path}: expected a run's config.json, found an unreadable file "
+                          f"({type(error).__name__}: {error})") from None
+    if document.get("format") != CONFIG_FORMAT:
+        raise ConfigError(f"{path}: key 'format': expected {CONFIG_FORMAT}, found "
+                          f"{document.get('format')!r}")
+    for key in ("profile", "algorithms", "tasks", "seeds", "sweep", "train", "settings"):
+        if key not in document:
+            raise ConfigError(f"{path}: key {key!r} missing")
+    return document
+
+
 def run_benchmark(algorithms: list[str], tasks: list[str], seeds: list[int], profile: str,
                   out_dir: str | Path, overrides: dict | None = None,
                   eval_backend: str | None = None, argv: list[str] | None = None,
-                  progress: bool = True, sweep: dict | None = None) -> list[dict]:
+                  progress: bool = True, sweep: dict | None = None,
+                  schedule: dict | None = None, exact: dict | None = None) -> list[dict]:
     """Train and evaluate every algorithm x task x seed (x sweep point) and write the tables.
 
     ``sweep``: ``{leaf: values}``; several leaves sweep their grid (every combination).
+    ``schedule``: ``num_updates``, ``eval_every``, ``eval_episodes`` for every algorithm.
+    ``exact``: a :func:`read_run_config` document: its resolved settings and training schedules
+    replace the profile's, the task tables and ``overrides`` (a relaunch).
     """
     run_profile = RUN_PROFILES[profile]
     out_dir = Path(out_dir)
@@ -269,11 +327,24 @@ def run_benchmark(algorithms: list[str], tasks: list[str], seeds: list[int], pro
     task_objs = [parse_task_argument(t) for t in tasks]
     sweep = {name: [float(v) for v in values] for name, values in (sweep or {}).items()}
     # Every config first (a misspelt or ill-typed override fails here, before any data step).
-    check_profile(run_profile)
-    check_overrides(algorithms, overrides or {})
-    configs = {(algorithm.name, task.name): algorithm.make_config(task.name, _config_overrides(
-        algorithm, run_profile, run_profile.train_for(algorithm.name), overrides or {}))
-        for algorithm in algos for task in task_objs}
+    if exact is None:
+        check_profile(run_profile)
+        check_overrides(algorithms, overrides or {})
+        trains = train_configs(algorithms, run_profile, schedule, eval_backend)
+        configs = {(algorithm.name, task.name): algorithm.make_config(
+            task.name, _config_overrides(algorithm, run_profile, trains[algorithm.name],
+                                         overrides or {}))
+            for algorithm in algos for task in task_objs}
+    else:
+        trains = {name: TrainConfig(**exact["train"][name]) for name in algorithms}
+        configs = {(algorithm.name, task.name): algorithm.make_config(
+            None, exact["settings"][f"{algorithm.name}/{task.name}"])
+            for algorithm in algos for task in task_objs}
+    for (name, task_name), config in configs.items():
+        period = get_algorithm(name).make(config, task_objs[0].spec).refresh_every
+        if period and trains[name].eval_every % period:
+            raise ConfigError(f"{name} on {task_name}: eval_every ({trains[name].eval_every}) "
+                              f"must be a multiple of its rollouts.refresh_every ({period})")
     if sweep:
         check_sweep_names(algos, task_objs[0], configs, sweep)
     run_info_path = out_dir / "run.json"
@@ -288,6 +359,7 @@ def run_benchmark(algorithms: list[str], tasks: list[str], seeds: list[int], pro
                      "seeds": seeds, "train": {}, "data": {}})
     if sweep:
         run_info["sweep"] = sweep
+    write_run_config(out_dir, profile, algorithms, tasks, seeds, sweep, trains, configs)
     total = len(algos) * len(task_objs)
     done = 0
     model_store = ModelStore(out_dir / "models")
@@ -297,9 +369,7 @@ def run_benchmark(algorithms: list[str], tasks: list[str], seeds: list[int], pro
         write_text_atomic(run_info_path, json.dumps(run_info, indent=2))
         dataset = load_task_dataset(task, run_profile.data_profile)
         for algorithm in algos:
-            train = run_profile.train_for(algorithm.name)
-            if eval_backend:
-                train = dataclasses.replace(train, eval_backend=eval_backend)
+            train = trains[algorithm.name]
             run_info["train"][algorithm.name] = dataclasses.asdict(train)
             config = configs[(algorithm.name, task.name)]
             run_info.setdefault("configs", {})[f"{algorithm.name}/{task.name}"] = repr(config)
