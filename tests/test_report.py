@@ -14,9 +14,9 @@ def records(algo, task, scores_per_seed, failed_seeds=()):
             out.append({"algorithm": algo, "task": task, "seed": seed, "step": 1000 * (i + 1),
                         "failed": False, "return": score, "normalized_score": score,
                         "metrics": {}})
-    for seed in failed_seeds:
+    for seed, score in dict(failed_seeds).items():
         out.append({"algorithm": algo, "task": task, "seed": seed, "step": 1000, "failed": True,
-                    "return": None, "normalized_score": None, "metrics": {}})
+                    "return": score, "normalized_score": score, "metrics": {}})
     return out
 
 
@@ -24,15 +24,25 @@ def test_summary_rows_have_the_known_final_and_last10_scores():
     # 12 evaluations per seed: last-10 averages evaluations 3..12.
     seed0 = [0.0, 0.0] + [10.0] * 9 + [20.0]
     seed1 = [0.0, 0.0] + [30.0] * 9 + [40.0]
-    rows = summarize(records("bc", "hopper-medium", {0: seed0, 1: seed1}, failed_seeds=[2]))
+    rows = summarize(records("bc", "hopper-medium", {0: seed0, 1: seed1}))
     by_task = {r["task"]: r for r in rows}
     row = by_task["hopper-medium"]
     assert row["final_mean"] == pytest.approx(30.0)
     assert row["final_std"] == pytest.approx(10.0)
     assert row["last10_mean"] == pytest.approx(np.mean([11.0, 31.0]))
-    assert (row["seeds"], row["failed_seeds"]) == (2, 1)
+    assert (row["seeds"], row["failed_seeds"]) == (2, 0)
     assert row["final_ci_low"] <= row["final_iqm"] <= row["final_ci_high"]
     assert by_task["all tasks"]["final_mean"] == pytest.approx(30.0)
+
+
+def test_failed_seeds_stay_in_every_aggregate():
+    """A diverged seed (scored with its last finite parameters) pulls the mean down; it is
+    counted, not dropped. An evaluation without a score (older records) is left out."""
+    rows = summarize(records("bc", "hopper-medium", {0: [20.0], 1: [40.0]},
+                             failed_seeds={2: 0.0, 3: None}))
+    row = next(r for r in rows if r["task"] == "hopper-medium")
+    assert row["final_mean"] == pytest.approx(20.0)  # (20 + 40 + 0) / 3
+    assert (row["seeds"], row["failed_seeds"]) == (3, 2)
 
 
 @pytest.mark.parametrize("modified", [False, True])

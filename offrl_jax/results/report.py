@@ -143,19 +143,22 @@ def seed_scores(records: list[dict]) -> dict[tuple[str, str], dict[str, dict[int
     ``label`` from :func:`run_label` (the algorithm, or ``ALGO[LEAF=VALUE]`` in a sweep).
 
     "final" is the last evaluation, "last10" the mean of the last 10 evaluations. Seeds that
-    failed (non-finite losses) are excluded from both and listed under "failed".
+    failed (non-finite losses) are listed under "failed" and counted in both like every other
+    seed: the training loop keeps their last finite parameters and evaluates them at every
+    later evaluation (a method that diverges often must not look better than it is). Only an
+    evaluation without a score (records of older runs, or a non-finite evaluation) is left out.
     """
     by_run = defaultdict(lambda: defaultdict(list))
     failed = defaultdict(set)
     for r in records:
+        key = (run_label(r), r["task"])
         if r["failed"]:
-            failed[(run_label(r), r["task"])].add(r["seed"])
-        else:
-            run = by_run[(run_label(r), r["task"])]
-            run[r["seed"]].append((r["step"], r["normalized_score"]))
+            failed[key].add(r["seed"])
+        if r["normalized_score"] is not None:
+            by_run[key][r["seed"]].append((r["step"], r["normalized_score"]))
     out = {}
     for key in set(by_run) | set(failed):
-        seeds = {s: sorted(v) for s, v in by_run[key].items() if s not in failed[key]}
+        seeds = {s: sorted(v) for s, v in by_run[key].items()}
         out[key] = {
             "final": {s: v[-1][1] for s, v in seeds.items()},
             "last10": {s: float(np.mean([x for _, x in v[-LAST_K:]])) for s, v in seeds.items()},
@@ -223,7 +226,8 @@ def summary_markdown(rows: list[dict], run_info: dict) -> str:
         "",
         "Normalized D4RL scores (0 = random, 100 = expert). final: last evaluation; last-10: "
         "mean of the last 10 evaluations per seed. IQM and 95% CIs: stratified bootstrap over "
-        "seeds (rliable).",
+        "seeds (rliable). failed: seeds whose losses turned non-finite; they stay in every "
+        "aggregate, scored with their last finite parameters.",
         *(["ALGO[LEAF=VALUE]: a hyperparameter sweep's point, the algorithm with its state leaf "
            "LEAF set to VALUE after init (offrl bench --sweep)."]
           if any("[" in r["algorithm"] for r in rows) else []),
@@ -287,7 +291,7 @@ def write_plots(run_dir: Path, records: list[dict], rows: list[dict]) -> None:
     plots.mkdir(parents=True, exist_ok=True)
     curves = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     for r in records:
-        if not r["failed"]:
+        if r["normalized_score"] is not None:
             curves[r["task"]][run_label(r)][r["step"]].append(r["normalized_score"])
     for task, by_algo in curves.items():
         fig, ax = plt.subplots(figsize=(6, 4))

@@ -303,17 +303,17 @@ class Trainer:
             step = (interval + 1) * self.train.eval_every
             new_records = []
             for i, (point, seed) in enumerate(self.rows):
+                # A failed row keeps its last finite parameters and is evaluated like the
+                # others (flagged); only a non-finite evaluation has no score.
+                scored = bool(np.all(np.isfinite(returns[i])))
                 new_records.append({
                     "seed": seed, **({"sweep": point} if self.sweep else {}),
                     "step": step, "failed": bool(failed_host[i]),
-                    "return": None if failed_host[i] else float(returns[i].mean()),
-                    "normalized_score": (None if failed_host[i]
-                                         else float(normalized[i].mean())),
+                    "return": float(returns[i].mean()) if scored else None,
+                    "normalized_score": float(normalized[i].mean()) if scored else None,
                     # Every episode, for statistics beyond the mean and policy selection.
-                    "episode_returns": (None if failed_host[i]
-                                        else [float(r) for r in returns[i]]),
-                    "episode_lengths": (None if failed_host[i]
-                                        else [int(n) for n in result.lengths[i]]),
+                    "episode_returns": [float(r) for r in returns[i]] if scored else None,
+                    "episode_lengths": [int(n) for n in result.lengths[i]],
                     "metrics": {k: float(v[i]) for k, v in metrics_host.items()},
                 })
             carry = {"state": state, "failed": failed, "next_interval": interval + 1,
