@@ -160,6 +160,13 @@ def test_tiny_sweep_table_matches_records(toy_hopper_dataset, tmp_path):
     assert f"{bc_row['final_mean']:.1f} ± {bc_row['final_std']:.1f}" in table
     assert (tmp_path / "run" / "plots" / "scores.png").stat().st_size > 1000
     assert (tmp_path / "run" / "plots" / "curves_toy-hopper.png").exists()
+    assert (tmp_path / "run" / "plots" / "performance_profile.png").stat().st_size > 1000
+    # 2 evaluations and 2 seeds: "last-2", and every IQM marked as the mean.
+    assert "last-2 mean ± std" in table and "IQM cuts nothing" in table
+    assert f"| {bc_row['final_iqm']:.1f}* [" in table
+    improvement = (tmp_path / "run" / "probability_of_improvement.md").read_text()
+    assert improvement.startswith("| P(row > column) | bc | iql |")
+    assert "| bc | - | " in improvement and "| iql | " in improvement
     info = json.loads((tmp_path / "run" / "run.json").read_text())
     assert info["profile"] == "tiny" and info["device"].startswith("cpu")
     assert info["started"] <= info["this_invocation_started"] <= info["finished"]

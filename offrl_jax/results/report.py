@@ -27,7 +27,12 @@ from pathlib import Path
 import numpy as np
 
 from offrl_jax.data._io import atomic_output
-from offrl_jax.results.stats import iqm, stratified_bootstrap_ci
+from offrl_jax.results.stats import (
+    aggregate,
+    iqm_is_mean,
+    performance_profile,
+    probability_of_improvement,
+)
 
 LAST_K = 10
 
@@ -162,6 +167,7 @@ def seed_scores(records: list[dict]) -> dict[tuple[str, str], dict[str, dict[int
         out[key] = {
             "final": {s: v[-1][1] for s, v in seeds.items()},
             "last10": {s: float(np.mean([x for _, x in v[-LAST_K:]])) for s, v in seeds.items()},
+            "last_n": min((min(len(v), LAST_K) for v in seeds.values()), default=0),
             "failed": failed[key],
         }
     return out
@@ -172,6 +178,11 @@ def _labels_in_order(records: list[dict]) -> dict[str, tuple[str, dict]]:
     numbers (``penalty_coef=2.5`` before ``penalty_coef=10``); an unswept run first."""
     runs = {run_label(r): (r["algorithm"], r.get("sweep") or {}) for r in records}
     return dict(sorted(runs.items(), key=lambda item: (item[1][0], tuple(item[1][1].items()))))
+
+
+_STAT_COLUMNS = ("mean", "std", "iqm", "ci_low", "ci_high", "median", "median_ci_low",
+                 "median_ci_high", "mean_ci_low", "mean_ci_high", "optimality_gap",
+                 "optimality_gap_ci_low", "optimality_gap_ci_high")
 
 
 def summarize(records: list[dict]) -> list[dict]:
@@ -191,43 +202,61 @@ def summarize(records: list[dict]) -> list[dict]:
                 per_task = [np.array(list(scores[k][which].values())) for k in keys]
                 per_task = [p for p in per_task if p.size]
                 if not per_task:
-                    row.update({f"{which}_{s}": float("nan") for s in
-                                ("mean", "std", "iqm", "ci_low", "ci_high")})
+                    row.update({f"{which}_{s}": float("nan") for s in _STAT_COLUMNS})
                     continue
                 values = np.concatenate(per_task)
-                low, high = stratified_bootstrap_ci(per_task)
+                stats = aggregate(per_task)
                 row.update({f"{which}_mean": float(values.mean()),
                             f"{which}_std": float(values.std()),
-                            f"{which}_iqm": iqm(values),
-                            f"{which}_ci_low": low, f"{which}_ci_high": high})
+                            f"{which}_iqm": stats["iqm"][0],
+                            f"{which}_ci_low": stats["iqm"][1],
+                            f"{which}_ci_high": stats["iqm"][2]})
+                for name in ("mean", "median", "optimality_gap"):
+                    point, low, high = stats[name]
+                    if name != "mean":
+                        row[f"{which}_{name}"] = point
+                    row[f"{which}_{name}_ci_low"], row[f"{which}_{name}_ci_high"] = low, high
             row["seeds"] = sum(len(scores[k]["final"]) for k in keys)
             row["failed_seeds"] = sum(len(scores[k]["failed"]) for k in keys)
+            row["iqm_is_mean"] = iqm_is_mean(row["seeds"])
+            row["last_n"] = min((scores[k]["last_n"] for k in keys), default=0)
             rows.append(row)
     return rows
 
 
 def summary_markdown(rows: list[dict], run_info: dict) -> str:
+    last_n = sorted({r["last_n"] for r in rows})
+    last = f"last-{last_n[0]}" if len(last_n) == 1 else "last-N"
     lines = [
-        "| algorithm | task | final (mean ± std) | final IQM [95% CI] | last-10 mean ± std "
-        "| last-10 IQM [95% CI] | seeds | failed |",
-        "|---|---|---|---|---|---|---|---|",
+        f"| algorithm | task | final (mean ± std) | final IQM [95% CI] | final optimality gap "
+        f"[95% CI] | {last} mean ± std | {last} IQM [95% CI] | seeds | failed |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        star = "*" if r.get("iqm_is_mean") else ""
+        n = f" (N={r['last_n']})" if len(last_n) > 1 else ""
         lines.append(
             f"| {r['algorithm']} | {r['task']} | {r['final_mean']:.1f} ± {r['final_std']:.1f} "
-            f"| {r['final_iqm']:.1f} [{r['final_ci_low']:.1f}, {r['final_ci_high']:.1f}] "
-            f"| {r['last10_mean']:.1f} ± {r['last10_std']:.1f} "
-            f"| {r['last10_iqm']:.1f} [{r['last10_ci_low']:.1f}, {r['last10_ci_high']:.1f}] "
+            f"| {r['final_iqm']:.1f}{star} [{r['final_ci_low']:.1f}, {r['final_ci_high']:.1f}] "
+            f"| {r['final_optimality_gap']:.1f} [{r['final_optimality_gap_ci_low']:.1f}, "
+            f"{r['final_optimality_gap_ci_high']:.1f}] "
+            f"| {r['last10_mean']:.1f} ± {r['last10_std']:.1f}{n} "
+            f"| {r['last10_iqm']:.1f}{star} [{r['last10_ci_low']:.1f}, "
+            f"{r['last10_ci_high']:.1f}] "
             f"| {r['seeds']} | {r['failed_seeds']} |")
     versions = ", ".join(f"{k} {v}" for k, v in run_info.get("versions", {}).items())
     data = "; ".join(f"{task}: {_describe_data(info)}"
                      for task, info in run_info.get("data", {}).items()) or "see run.json"
     lines += [
         "",
-        "Normalized D4RL scores (0 = random, 100 = expert). final: last evaluation; last-10: "
-        "mean of the last 10 evaluations per seed. IQM and 95% CIs: stratified bootstrap over "
-        "seeds (rliable). failed: seeds whose losses turned non-finite; they stay in every "
-        "aggregate, scored with their last finite parameters.",
+        f"Normalized D4RL scores (0 = random, 100 = expert). final: last evaluation; {last}: "
+        f"mean of the last {last_n[0] if len(last_n) == 1 else 'N (given per row)'} "
+        f"evaluations per seed (at most {LAST_K}). IQM, optimality gap (mean shortfall below "
+        f"100) and 95% CIs: rliable's definitions, stratified bootstrap over runs within tasks "
+        f"(50,000 resamples). *: fewer than 4 runs, so the IQM cuts nothing and equals the mean. "
+        f"failed: seeds whose losses turned non-finite; they stay in every aggregate, scored "
+        f"with their last finite parameters. Probability of improvement between every pair of "
+        f"algorithms: probability_of_improvement.md; performance profiles: plots/.",
         *(["ALGO[LEAF=VALUE]: a hyperparameter sweep's point, the algorithm with its state leaf "
            "LEAF set to VALUE after init (offrl bench --sweep)."]
           if any("[" in r["algorithm"] for r in rows) else []),
@@ -277,8 +306,44 @@ def write_summary(run_dir: Path) -> list[dict]:
     rows = summarize(records)
     write_text_atomic(run_dir / "summary.md", summary_markdown(rows, run_info))
     write_text_atomic(run_dir / "summary.csv", summary_csv(rows))
+    write_text_atomic(run_dir / "probability_of_improvement.md",
+                      improvement_markdown(records))
     write_plots(run_dir, records, rows)
     return rows
+
+
+def _final_by_task(records: list[dict]) -> dict[str, dict[str, np.ndarray]]:
+    """``{label: {task: final scores of its runs}}``."""
+    out: dict[str, dict[str, np.ndarray]] = defaultdict(dict)
+    for (label, task), scores in seed_scores(records).items():
+        if scores["final"]:
+            out[label][task] = np.array(list(scores["final"].values()))
+    return out
+
+
+def improvement_markdown(records: list[dict]) -> str:
+    """P(row > column) [95% CI] of the final scores for every pair of algorithms (sweep points
+    count as algorithms), on the tasks both have (rliable's probability of improvement)."""
+    finals = _final_by_task(records)
+    labels = [label for label in _labels_in_order(records) if label in finals]
+    lines = ["| P(row > column) | " + " | ".join(labels) + " |",
+             "|---" * (len(labels) + 1) + "|"]
+    for x in labels:
+        cells = []
+        for y in labels:
+            common = sorted(set(finals[x]) & set(finals[y]))
+            if x == y or not common:
+                cells.append("-")
+                continue
+            p, low, high = probability_of_improvement([finals[x][t] for t in common],
+                                                      [finals[y][t] for t in common],
+                                                      reps=10_000)
+            cells.append(f"{p:.2f} [{low:.2f}, {high:.2f}]")
+        lines.append(f"| {x} | " + " | ".join(cells) + " |")
+    lines += ["", "Probability that a run of the row's algorithm scores above a run of the "
+              "column's (final evaluation, Mann-Whitney U per task, averaged over the tasks both "
+              "ran; a tie counts a half), with 95% stratified-bootstrap CIs (10,000 resamples)."]
+    return "\n".join(lines) + "\n"
 
 
 def write_plots(run_dir: Path, records: list[dict], rows: list[dict]) -> None:
@@ -320,6 +385,20 @@ def write_plots(run_dir: Path, records: list[dict], rows: list[dict]) -> None:
             plt.setp(ax.get_xticklabels(), ha="right")
         fig.tight_layout()
         _save_figure(fig, plots / "scores.png")
+        plt.close(fig)
+    finals = _final_by_task(records)
+    if finals:
+        taus = np.linspace(-10, 120, 131)
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for label, by_task in finals.items():
+            fraction, low, high = performance_profile(list(by_task.values()), taus)
+            ax.plot(taus, fraction, label=label)
+            ax.fill_between(taus, low, high, alpha=0.15)
+        ax.set(xlabel="normalized score tau", ylabel="fraction of runs with score > tau",
+               title="performance profile, final evaluation, all tasks")
+        ax.legend(fontsize="small")
+        fig.tight_layout()
+        _save_figure(fig, plots / "performance_profile.png")
         plt.close(fig)
     _plot_sweeps(plt, plots, records, rows)
 
