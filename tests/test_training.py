@@ -238,6 +238,11 @@ def test_schedule_flags_records_every_episode_and_config_json_relaunches(toy_hop
         return [json.loads(line) for line in path.read_text().splitlines()]
 
     first = records("a")
+    # Scalar logs: one CSV stream per seed, a line per evaluation, every metric.
+    log = (tmp_path / "a" / "logs" / "bc__flags-toy" / "seed1.csv").read_text().splitlines()
+    assert log[0] == "step,normalized_score,failed,action_mse,nll"
+    assert [line.split(",")[0] for line in log[1:]] == ["20", "40"]
+    assert float(log[2].split(",")[1]) == pytest.approx(first[3]["normalized_score"])
     assert [(r["seed"], r["step"]) for r in first] == [(0, 20), (1, 20), (0, 40), (1, 40)]
     for r in first:
         assert len(r["episode_returns"]) == len(r["episode_lengths"]) == 3

@@ -136,6 +136,32 @@ def write_records(run_dir: Path, algo: str, task: str, records: list[dict],
     write_text_atomic(records_path(run_dir, algo, task, sweep), "\n".join(lines) + "\n")
 
 
+def write_scalar_logs(run_dir: Path, algo: str, task: str, records: list[dict],
+                      sweep: dict | None = None) -> list[Path]:
+    """``OUT/logs/ALGO__TASK[__sweep-...]/seedS[_LEAF=V].csv``: one stream per row (seed, sweep
+    point), one line per evaluation interval: the step, the score, whether the row has failed,
+    and every metric the update returns (interval means), for a CSV reader or a plot while a
+    long run goes on. Rewritten atomically after each interval."""
+    folder = run_dir / "logs" / f"{algo}__{task}{sweep_suffix(sweep)}"
+    streams: dict[str, list[dict]] = defaultdict(list)
+    for r in records:
+        point = "".join(f"_{k}={format_value(v)}" for k, v in (r.get("sweep") or {}).items())
+        streams[f"seed{r['seed']}{point}"].append(r)
+    paths = []
+    for name, rows in streams.items():
+        metrics = sorted({k for r in rows for k in r["metrics"]})
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(["step", "normalized_score", "failed", *metrics])
+        for r in rows:
+            writer.writerow([r["step"], r["normalized_score"], int(r["failed"]),
+                             *(r["metrics"].get(k) for k in metrics)])
+        path = folder / f"{name}.csv"
+        write_text_atomic(path, buffer.getvalue())
+        paths.append(path)
+    return paths
+
+
 def load_records(run_dir: Path) -> list[dict]:
     out = []
     for path in sorted((run_dir / "records").glob("*.jsonl")):

@@ -37,6 +37,7 @@ from offrl_jax.results.report import (
     provenance,
     sweep_suffix,
     write_records,
+    write_scalar_logs,
     write_summary,
     write_text_atomic,
 )
@@ -395,6 +396,7 @@ def run_benchmark(algorithms: list[str], tasks: list[str], seeds: list[int], pro
             def on_interval(i, n, all_records, new, algorithm=algorithm, task=task,
                             progress_line=progress_line):
                 write_records(out_dir, algorithm.name, task.name, all_records, sweep)
+                write_scalar_logs(out_dir, algorithm.name, task.name, all_records, sweep)
                 progress_line(i, n, new)
 
             carry = trainer.run(on_interval)
