@@ -12,6 +12,7 @@ _COMMAND_MODULES = (
     "offrl_jax.generation.cli",
     "offrl_jax.training.cli",
     "offrl_jax.models.cli",
+    "offrl_jax.results.cli",
 )
 
 

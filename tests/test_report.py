@@ -53,3 +53,41 @@ def test_summary_names_the_commit_and_local_changes(modified):
     assert "| bc | hopper-medium | 6.0 ± 1.0 |" in text
     assert ("commit abc123 with local changes." in text) == modified
     assert ("commit abc123." in text) == (not modified)
+
+
+def test_report_merges_runs_and_refuses_double_seeds_and_mixed_data(toy_hopper_dataset,
+                                                                     tmp_path):
+    import json
+
+    from offrl_jax.cli import main
+    from offrl_jax.data import write_d4rl_hdf5
+
+    write_d4rl_hdf5(tmp_path / "toy.hdf5", toy_hopper_dataset)
+    task = f"merge-toy=hopper:{tmp_path / 'toy.hdf5'}"
+    common = ["bench", "--profile", "tiny", "--algos", "bc", "--tasks", task, "--updates", "20",
+              "--eval-every", "20", "--eval-episodes", "1"]
+    main([*common, "--seeds", "1", "--out", str(tmp_path / "a")])
+    main([*common, "--seeds", "2", "--out", str(tmp_path / "b")])  # seeds 0 and 1
+    with pytest.raises(SystemExit, match=r"seed 0, step 20: in .*a and in .*b"):
+        main(["report", str(tmp_path / "a"), str(tmp_path / "b"), "--out",
+              str(tmp_path / "m")])
+    # Keep seed 1 only in b: the two runs together have seeds 0 and 1.
+    path = tmp_path / "b" / "records" / "bc__merge-toy.jsonl"
+    path.write_text("".join(line + "\n" for line in path.read_text().splitlines()
+                            if json.loads(line)["seed"] == 1))
+    main(["report", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "m")])
+    merged = [json.loads(line) for line in
+              (tmp_path / "m" / "records" / "bc__merge-toy.jsonl").read_text().splitlines()]
+    assert sorted(r["seed"] for r in merged) == [0, 1]
+    table = (tmp_path / "m" / "summary.md").read_text()
+    assert "| bc | merge-toy |" in table and "| 2 | 0 |" in table
+    info = json.loads((tmp_path / "m" / "run.json").read_text())
+    assert set(info["merged_from"]) == {str(tmp_path / "a"), str(tmp_path / "b")}
+    # Another version of the task's data in one of the runs: refused.
+    run_json = tmp_path / "b" / "run.json"
+    other = json.loads(run_json.read_text())
+    other["data"]["merge-toy"]["dataset_id"] = "hopper-medium-gen1"
+    run_json.write_text(json.dumps(other))
+    with pytest.raises(SystemExit, match="two versions of a dataset"):
+        main(["report", str(tmp_path / "a"), str(tmp_path / "b"), "--out",
+              str(tmp_path / "n")])
