@@ -238,9 +238,9 @@ def summarize(records: list[dict]) -> list[dict]:
                             f"{which}_ci_low": stats["iqm"][1],
                             f"{which}_ci_high": stats["iqm"][2]})
                 for name in ("mean", "median", "optimality_gap"):
-                    point, low, high = stats[name]
+                    value, low, high = stats[name]
                     if name != "mean":
-                        row[f"{which}_{name}"] = point
+                        row[f"{which}_{name}"] = value
                     row[f"{which}_{name}_ci_low"], row[f"{which}_{name}_ci_high"] = low, high
             row["seeds"] = sum(len(scores[k]["final"]) for k in keys)
             row["failed_seeds"] = sum(len(scores[k]["failed"]) for k in keys)
