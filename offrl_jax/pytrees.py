@@ -1,8 +1,10 @@
 """The one way this suite saves a pytree: an orbax checkpoint directory with the tree's arrays and
 a JSON header.
 
-Training checkpoints, the store of fitted dynamics models, saved models (``offrl models fit``)
-and behaviour runs all use :func:`save` and :func:`load`. (The shipped behaviour policies are the
+The store of fitted dynamics models, saved models (``offrl models fit``) and behaviour runs use
+:func:`save` and :func:`load`; training checkpoints, which need step bookkeeping and retention,
+use orbax's ``CheckpointManager`` with the same two items per step (see
+:mod:`offrl_jax.training.loop`). (The shipped behaviour policies are the
 one exception, on purpose: each is a single small ``.npz`` under git, see
 :mod:`offrl_jax.generation.policies`, since an orbax directory of several files per policy is
 unwieldy to review and version.)

@@ -10,7 +10,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from offrl_jax import pytrees
 from offrl_jax.algorithms.registry import Algorithm, Registration, get_algorithm
 from offrl_jax.cli import main
 from offrl_jax.data import load_task_dataset, write_d4rl_hdf5
@@ -18,7 +17,7 @@ from offrl_jax.results.report import format_value
 from offrl_jax.tasks import get_env_spec, parse_task_argument
 from offrl_jax.training import TrainConfig, Trainer, runner
 from offrl_jax.training.cli import parse_sweeps
-from offrl_jax.training.loop import SweepError
+from offrl_jax.training.loop import SweepError, read_checkpoint
 
 HOPPER = get_env_spec("hopper")
 TRAIN = TrainConfig(num_updates=40, eval_every=20, eval_episodes=1)
@@ -27,9 +26,7 @@ SEEDS = [0, 1]
 
 def restore_state(checkpoint_dir):
     """The last checkpoint's state as nested dicts of arrays (no template needed)."""
-    latest = json.loads((checkpoint_dir / "latest.json").read_text())
-    step_dir = checkpoint_dir / f"interval_{latest['next_interval']:06d}"
-    return pytrees.load(step_dir)[0]["state"]
+    return read_checkpoint(checkpoint_dir)[0]["state"]
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ from offrl_jax.algorithms.registry import Algorithm, Registration, get_algorithm
 from offrl_jax.results.report import summarize
 from offrl_jax.tasks import get_env_spec, get_task
 from offrl_jax.training import TrainConfig, Trainer
+from offrl_jax.training.loop import read_checkpoint
 from offrl_jax.training.runner import run_benchmark
 
 HOPPER = get_env_spec("hopper")
@@ -61,8 +62,7 @@ def test_resume_after_kill_is_bit_identical(toy_hopper_dataset, tmp_path):
     with pytest.raises(_Killed):
         Trainer(algo, config, toy_hopper_dataset, HOPPER, [0, 1], TRAIN,
                 checkpoint_dir=tmp_path / "b").run(kill_after_second)
-    latest = json.loads((tmp_path / "b" / "latest.json").read_text())
-    assert latest["next_interval"] == 2
+    assert read_checkpoint(tmp_path / "b")[1]["next_interval"] == 2
     resumed_intervals = []
     resumed = Trainer(algo, config, toy_hopper_dataset, HOPPER, [0, 1], TRAIN,
                       checkpoint_dir=tmp_path / "b").run(
@@ -74,6 +74,35 @@ def test_resume_after_kill_is_bit_identical(toy_hopper_dataset, tmp_path):
     with pytest.raises(ValueError, match="fingerprint"):
         Trainer(algo, other, toy_hopper_dataset, HOPPER, [0, 1], TRAIN,
                 checkpoint_dir=tmp_path / "b").run()
+
+
+def test_a_damaged_checkpoint_is_reported_and_the_previous_one_resumes(toy_hopper_dataset,
+                                                                       tmp_path, capsys):
+    """Truncating a data file of the newest checkpoint: the resume names it in one line and
+    goes on from the previous good one, to the same final state as an uninterrupted run."""
+    algo, config = tiny_bc()
+    reference = Trainer(algo, config, toy_hopper_dataset, HOPPER, [0, 1], TRAIN,
+                        log=None).run()
+
+    def kill_after_third(done, total, records, new):
+        if done == 3:
+            raise _Killed
+
+    with pytest.raises(_Killed):
+        Trainer(algo, config, toy_hopper_dataset, HOPPER, [0, 1], TRAIN,
+                checkpoint_dir=tmp_path / "c").run(kill_after_third)
+    assert sorted(p.name for p in (tmp_path / "c").iterdir() if p.name.isdigit()) == ["2", "3"]
+    newest = tmp_path / "c" / "3" / "state"
+    data = max((f for f in newest.rglob("*") if f.is_file()), key=lambda f: f.stat().st_size)
+    data.write_bytes(data.read_bytes()[:data.stat().st_size // 2])
+    ran = []
+    resumed = Trainer(algo, config, toy_hopper_dataset, HOPPER, [0, 1], TRAIN,
+                      checkpoint_dir=tmp_path / "c").run(lambda done, *_: ran.append(done))
+    warning = [line for line in capsys.readouterr().out.splitlines() if "damaged" in line]
+    assert len(warning) == 1 and str(tmp_path / "c" / "3") in warning[0]
+    assert ran == [3]  # interval 3 ran again, from checkpoint 2
+    leaves_equal(reference["state"], resumed["state"])
+    assert reference["records"] == resumed["records"]
 
 
 @flax.struct.dataclass

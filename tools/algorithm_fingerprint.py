@@ -24,6 +24,7 @@ import numpy as np
 
 from offrl_jax import pytrees
 from offrl_jax.algorithms.registry import ALGORITHMS
+from offrl_jax.training.loop import read_checkpoint
 from offrl_jax.training.runner import run_benchmark
 
 
@@ -40,9 +41,7 @@ def _run(sweep: dict | None, out: Path) -> dict:
                   "tiny", out, progress=False, sweep=sweep)
     result = {}
     for ckpt in sorted((out / "checkpoints").iterdir()):
-        latest = json.loads((ckpt / "latest.json").read_text())
-        step_dir = ckpt / f"interval_{latest['next_interval']:06d}"
-        restored, _ = pytrees.load(step_dir)
+        restored, latest = read_checkpoint(ckpt)
         records = [{k: r[k] for k in sorted(r) if k not in ("wall_time", "elapsed")}
                    for r in latest.get("records", [])]
         result[ckpt.name] = {"state": _digests(restored["state"]),

@@ -27,21 +27,21 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
-import shutil
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from offrl_jax import pytrees
 from offrl_jax.algorithms.base import Algorithm, Registration
-from offrl_jax.data._io import atomic_output
 from offrl_jax.evaluation import Evaluator
 from offrl_jax.models.store import EntryKey, ModelStore, dataset_fingerprint, load_or_fit
+
+# Training checkpoints kept per (algorithm, task): the newest and one to fall back on.
+KEEP_CHECKPOINTS = 2
 
 # The fewest rows a pretrain fit runs (see Trainer.prepare_models).
 MIN_FIT_ROWS = 2
@@ -190,6 +190,7 @@ class Trainer:
         self.num_intervals = train.num_updates // train.eval_every
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
         self.model_store, self.log, self._shard = model_store, log, shard
+        self._manager: ocp.CheckpointManager | None = None
         self.models_report: dict | None = None
         self._pretrained = None
         seed_shard, replicated = seed_sharding(len(self.rows)) if shard else (None, None)
@@ -321,6 +322,9 @@ class Trainer:
             self._save(carry)
             if on_interval is not None:
                 on_interval(interval + 1, self.num_intervals, carry["records"], new_records)
+        if self._manager is not None:
+            self._manager.close()
+            self._manager = None
         return carry
 
     def _evaluate(self, state, interval: int):
@@ -331,37 +335,79 @@ class Trainer:
         eval_key = jax.random.fold_in(jax.random.PRNGKey(self.seeds[0]), 10_000 + interval)
         return self.evaluator(state, eval_key, groups=len(self.points))
 
-    # Checkpoints: the state pytree saved by offrl_jax.pytrees, JSON beside it for the records;
-    # the JSON is written last and names the interval, so a half-written step is never picked up.
+    # Checkpoints: orbax's CheckpointManager, one step per evaluation interval (the state
+    # pytree and a JSON header with the fingerprint and the records), the last two kept. A step
+    # is committed only when complete; a damaged one is reported and the previous one used.
+    def _checkpoints(self) -> ocp.CheckpointManager:
+        if self._manager is None:
+            legacy = self.checkpoint_dir / "latest.json"
+            if legacy.exists():
+                raise ValueError(f"{legacy}: a checkpoint of an older release (latest.json and "
+                                 f"interval_* directories); it cannot resume: use another "
+                                 f"output directory")
+            self._manager = ocp.CheckpointManager(
+                self.checkpoint_dir.resolve(), options=ocp.CheckpointManagerOptions(
+                    max_to_keep=KEEP_CHECKPOINTS, create=True,
+                    enable_async_checkpointing=False))
+        return self._manager
+
     def _save(self, carry) -> None:
         if self.checkpoint_dir is None:
             return
-        step_dir = self.checkpoint_dir / f"interval_{carry['next_interval']:06d}"
-        pytrees.save(step_dir, {"state": carry["state"], "failed": carry["failed"]},
-                     {"next_interval": carry["next_interval"]})
-        with atomic_output(self.checkpoint_dir / "latest.json") as tmp:
-            tmp.write_text(json.dumps({"fingerprint": self.fingerprint(),
-                                       "next_interval": carry["next_interval"],
-                                       "records": carry["records"]}))
-        for old in self.checkpoint_dir.glob("interval_*"):
-            if old != step_dir:
-                shutil.rmtree(old, ignore_errors=True)
+        manager = self._checkpoints()
+        manager.save(carry["next_interval"], args=ocp.args.Composite(
+            state=ocp.args.StandardSave({"state": carry["state"], "failed": carry["failed"]}),
+            meta=ocp.args.JsonSave({"fingerprint": self.fingerprint(),
+                                    "next_interval": carry["next_interval"],
+                                    "records": carry["records"]})))
+        manager.wait_until_finished()
 
     def _restore(self, template):
-        if self.checkpoint_dir is None or not (self.checkpoint_dir / "latest.json").exists():
+        if self.checkpoint_dir is None or not self.checkpoint_dir.exists():
             return None
-        latest_path = self.checkpoint_dir / "latest.json"
-        latest = json.loads(latest_path.read_text())
-        if latest.get("fingerprint") != self.fingerprint():
-            raise ValueError(
-                f"{latest_path}: key 'fingerprint': expected {self.fingerprint()}, found "
-                f"{latest.get('fingerprint')}; this checkpoint belongs to another run (use "
-                f"another output directory)")
-        if latest["next_interval"] > self.num_intervals:
-            raise ValueError(f"{latest_path}: key 'next_interval': expected at most "
-                             f"{self.num_intervals}, found {latest['next_interval']}")
-        step_dir = self.checkpoint_dir / f"interval_{latest['next_interval']:06d}"
+        manager = self._checkpoints()
         target = {"state": template["state"], "failed": template["failed"]}
-        restored, _ = pytrees.load(step_dir, target)
-        return {"state": restored["state"], "failed": restored["failed"],
-                "next_interval": latest["next_interval"], "records": latest["records"]}
+        abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
+        warn = self.log or print
+        for step in sorted(manager.all_steps(), reverse=True):
+            where = self.checkpoint_dir / str(step)
+            try:
+                meta = manager.restore(step, args=ocp.args.Composite(
+                    meta=ocp.args.JsonRestore()))["meta"]
+            except Exception as error:  # orbax raises many kinds for damaged files
+                warn(f"WARNING damaged checkpoint {where} ({type(error).__name__}); trying the "
+                     f"previous one")
+                continue
+            if meta.get("fingerprint") != self.fingerprint():
+                raise ValueError(
+                    f"{where}: key 'fingerprint': expected {self.fingerprint()}, found "
+                    f"{meta.get('fingerprint')}; this checkpoint belongs to another run (use "
+                    f"another output directory)")
+            if meta["next_interval"] > self.num_intervals:
+                raise ValueError(f"{where}: key 'next_interval': expected at most "
+                                 f"{self.num_intervals}, found {meta['next_interval']}")
+            try:
+                restored = manager.restore(step, args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract)))["state"]
+            except Exception as error:
+                warn(f"WARNING damaged checkpoint {where} ({type(error).__name__}: "
+                     f"{str(error).splitlines()[0][:120]}); trying the previous one")
+                continue
+            return {"state": restored["state"], "failed": restored["failed"],
+                    "next_interval": meta["next_interval"], "records": meta["records"]}
+        if manager.all_steps():
+            warn(f"WARNING no intact checkpoint in {self.checkpoint_dir}: this cell restarts")
+        return None
+
+
+def read_checkpoint(checkpoint_dir: str | Path) -> tuple[dict, dict]:
+    """``(trees, meta)`` of a Trainer's newest checkpoint in ``checkpoint_dir``: ``trees`` has
+    ``state`` and ``failed`` as nested dicts of arrays (no template needed), ``meta`` the
+    fingerprint, ``next_interval`` and ``records``."""
+    with ocp.CheckpointManager(Path(checkpoint_dir).resolve()) as manager:
+        step = manager.latest_step()
+        if step is None:
+            raise FileNotFoundError(f"{checkpoint_dir}: no checkpoint")
+        restored = manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
+    return restored["state"], dict(restored["meta"])
