@@ -286,6 +286,21 @@ def test_schedule_flags_records_every_episode_and_config_json_relaunches(toy_hop
     main(["bench", "--config", str(tmp_path / "a" / "config.json"), "--out",
           str(tmp_path / "b")])
     assert records("b") == first  # the same settings, seeds and schedule: the same numbers
+
+    # offrl evaluate: the final policies from the checkpoints; by default the episodes of the
+    # run's last evaluation, so the numbers equal its last records.
+    main(["evaluate", str(tmp_path / "a")])
+    evaluated = [json.loads(line) for line in (tmp_path / "a" / "evaluation" /
+                                               "bc__flags-toy.jsonl").read_text().splitlines()]
+    assert [(r["seed"], r["step"], r["episodes"]) for r in evaluated] == [(0, 40, 3), (1, 40, 3)]
+    for r, last in zip(evaluated, first[2:], strict=True):
+        assert r["episode_returns"] == last["episode_returns"]
+        assert r["normalized_score"] == pytest.approx(last["normalized_score"], rel=1e-9)
+    main(["evaluate", str(tmp_path / "a"), "--episodes", "5", "--seed", "3", "--out",
+          str(tmp_path / "e")])
+    more = [json.loads(line) for line in
+            (tmp_path / "e" / "bc__flags-toy.jsonl").read_text().splitlines()]
+    assert [len(r["episode_lengths"]) for r in more] == [5, 5] and more[0]["key"] == 3
     with pytest.raises(SystemExit, match="remove --seeds"):
         main(["bench", "--config", str(tmp_path / "a" / "config.json"), "--seeds", "3"])
     with pytest.raises(SystemExit, match=r"num_updates \(50\) must be a multiple of eval_every"):

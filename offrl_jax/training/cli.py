@@ -107,6 +107,17 @@ def register(subparsers) -> None:
                             "usual case; several sweep the grid of all combinations")
     bench.set_defaults(func=_bench)
 
+    evaluate = subparsers.add_parser(
+        "evaluate", help="re-evaluate a finished run's final policies and export every episode")
+    evaluate.add_argument("run_dir", help="a run directory (with config.json and checkpoints)")
+    evaluate.add_argument("--episodes", type=int, default=None,
+                          help="episodes per row (default: the run's evaluation episodes)")
+    evaluate.add_argument("--backend", choices=("host", "device"), default=None)
+    evaluate.add_argument("--seed", type=int, default=None,
+                          help="other episodes (default: those of the run's last evaluation)")
+    evaluate.add_argument("--out", default=None, help="default: RUN_DIR/evaluation")
+    evaluate.set_defaults(func=_evaluate)
+
 
 def _bench(args) -> int:
     from offrl_jax.algorithms.base import ConfigError
@@ -153,4 +164,15 @@ def _bench(args) -> int:
         raise SystemExit(f"offrl bench: --{error}") from None
     except ConfigError as error:
         raise SystemExit(f"offrl bench: {error}") from None
+    return 0
+
+
+def _evaluate(args) -> int:
+    from offrl_jax.algorithms.base import ConfigError
+    from offrl_jax.training.reevaluate import reevaluate
+
+    try:
+        reevaluate(args.run_dir, args.out, args.episodes, args.backend, args.seed)
+    except (ConfigError, FileNotFoundError) as error:
+        raise SystemExit(f"offrl evaluate: {error}") from None
     return 0

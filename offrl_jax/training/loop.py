@@ -220,6 +220,26 @@ class Trainer:
         self.evaluator = Evaluator(spec.name, algorithm.act, train.eval_episodes,
                                    backend=train.eval_backend)
 
+    def abstract_state(self):
+        """The shapes and dtypes of :meth:`initial`'s state (all rows), computed without running
+        ``init`` or fitting a model: the template a checkpoint is restored into."""
+        pretrained = None
+        if self.algorithm.pretrain is not None:
+            one = jax.eval_shape(self.algorithm.pretrain, _init_key(jax.random.PRNGKey(0)),
+                                 self.dataset)
+            pretrained = jax.tree_util.tree_map(
+                lambda x: jax.ShapeDtypeStruct((len(self.rows),) + x.shape, x.dtype), one)
+        return jax.eval_shape(self._init, self.keys, self.leaves, pretrained, self.dataset)
+
+    def restore_final(self) -> dict:
+        """The newest checkpoint's carry (``state``, ``failed``, ``next_interval``,
+        ``records``), restored into :meth:`abstract_state`; FileNotFoundError without one."""
+        failed = jax.ShapeDtypeStruct((len(self.rows),), jnp.bool_)
+        restored = self._restore({"state": self.abstract_state(), "failed": failed})
+        if restored is None:
+            raise FileNotFoundError(f"{self.checkpoint_dir}: no checkpoint to evaluate")
+        return restored
+
     def fingerprint(self) -> dict:
         """What a checkpoint must match to be resumed (the number of updates may grow)."""
         fingerprint = {"algorithm": self.algorithm.name, "config": repr(self.config),
