@@ -90,6 +90,29 @@ def test_rollout_terminating_at_step_k_has_exactly_k_valid_transitions():
     np.testing.assert_allclose(np.asarray(out.transitions.rewards)[valid], 0.5, atol=0.05)
 
 
+def nan_past_two(key, obs):
+    """A policy that diverges (NaN actions) once obs[0] passes 2.5."""
+    return jnp.where(obs[..., :1] > 2.5, jnp.nan, 0.0)
+
+
+def test_a_non_finite_step_ends_its_rollout_and_is_not_kept():
+    """A diverged step (a NaN action, or a non-finite state) is no transition: it is invalid,
+    ends its rollout, and no stored row carries NaN into a TD target."""
+    state = constant_model(2, 1, delta=[1.0, 0.0])
+    # obs[0] rises by 1 per step: from 0 the 4th step diverges; from 10 the first; from -10
+    # never within the horizon; from inf every prediction is non-finite.
+    start = np.array([[0.0, 0.0], [10.0, 0.0], [-10.0, 1.0], [np.inf, 0.0]], np.float32)
+    out = jit_rollout(state, jax.random.key(1), start, nan_past_two, never, HORIZON,
+                      "pairwise_max")
+    valid = np.asarray(out.valid)
+    np.testing.assert_array_equal(valid.sum(axis=0), [3, 0, HORIZON, 0])
+    np.testing.assert_array_equal(valid[:, 0], [1, 1, 1, 0, 0])  # nothing after the divergence
+    stored = jax.tree_util.tree_map(lambda x: np.asarray(x)[valid], out.transitions)
+    for leaf in jax.tree_util.tree_leaves(stored):
+        assert np.all(np.isfinite(leaf))
+    assert not np.asarray(out.transitions.terminals)[valid].any()
+
+
 def test_rollout_with_hopper_termination_stops_at_the_fall():
     # Height falls by 0.1 per step from 1.05: alive at 0.95, 0.85, 0.75; falls (<= 0.7) at 0.65.
     spec = ENV_SPECS["hopper"]

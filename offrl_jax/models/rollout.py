@@ -2,7 +2,8 @@
 
 Every rollout runs all ``horizon`` steps (static shapes); a ``valid`` mask says which steps
 happened. A rollout whose termination function fires at step k has exactly k valid transitions,
-the k-th marked terminal, and nothing valid after it (``docs/algorithms.md#pitfall-4``).
+the k-th marked terminal, and nothing valid after it (``docs/algorithms.md#pitfall-4``). A
+non-finite step ends its rollout and is itself invalid (not stored).
 The uncertainty penalties come from all members' predictions for the same (s, a), computed in
 the same pass as the sampled step.
 
@@ -60,9 +61,16 @@ def rollout(model_state: EnsembleState, key, start_obs, policy_fn: PolicyFn,
         policy_key, model_key = jax.random.split(step_key)
         action = policy_fn(policy_key, obs)
         next_obs, reward, info = sample_step(model_state, model_key, obs, action, deterministic)
-        done = jnp.asarray(termination_fn(next_obs), bool)
-        terminal = alive & done
         uncertainties = {name: info[name] for name in PENALTY_NAMES}
+        # A non-finite prediction (a diverged model or policy) is no transition: it ends the
+        # rollout and is not kept. Stored as a terminal it would still poison the TD target,
+        # r + gamma (1 - 1) * NaN = NaN.
+        finite = (jnp.all(jnp.isfinite(next_obs), axis=-1) & jnp.isfinite(reward)
+                  & jnp.all(jnp.isfinite(action), axis=-1))
+        if penalty is not None:
+            finite = finite & jnp.isfinite(uncertainties[penalty])
+        done = jnp.asarray(termination_fn(next_obs), bool) | ~finite
+        terminal = alive & done & finite
         transitions = Transitions(
             observations=obs, actions=action, rewards=reward, next_observations=next_obs,
             terminals=terminal.astype(jnp.float32),
@@ -71,7 +79,7 @@ def rollout(model_state: EnsembleState, key, start_obs, policy_fn: PolicyFn,
         still_alive = alive & ~done
         # Ended rollouts keep their last state (finite) and emit only invalid rows from now on.
         obs = jnp.where(still_alive[:, None], next_obs, obs)
-        return (obs, still_alive), (transitions, alive, uncertainties)
+        return (obs, still_alive), (transitions, alive & finite, uncertainties)
 
     alive = jnp.ones(start_obs.shape[:1], bool)
     keys = jax.random.split(key, horizon)
