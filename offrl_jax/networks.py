@@ -1,4 +1,4 @@
-"""Networks shared by the algorithms: MLPs, a tanh-Gaussian policy, a Q-function ensemble.
+"""Networks shared by the algorithms: MLPs, tanh-Gaussian and Gaussian policies, a Q ensemble.
 
 Shapes: observations ``(..., obs_dim)``, actions ``(..., act_dim)``; a Q ensemble of ``num_qs``
 members returns ``(num_qs, ...)``.
@@ -60,6 +60,26 @@ def tanh_gaussian_log_prob_of_action(mean, log_std, action, eps=1e-6):
     """Log-probability of a given squashed ``action`` (e.g. a dataset action, for BC)."""
     action = jnp.clip(action, -1.0 + eps, 1.0 - eps)
     return tanh_gaussian_log_prob(mean, log_std, jnp.arctanh(action))
+
+
+class GaussianPolicy(nn.Module):
+    """``obs -> (mean, log_std)`` of an unsquashed Gaussian whose mean is bounded by tanh and
+    whose log-std is one learned vector, the same for every state (official IQL's policy)."""
+
+    hidden_dims: Sequence[int]
+    act_dim: int
+
+    @nn.compact
+    def __call__(self, obs):
+        mean = jnp.tanh(MLP(self.hidden_dims, self.act_dim)(obs))
+        log_std = self.param("log_std", nn.initializers.zeros, (self.act_dim,))
+        return mean, jnp.broadcast_to(jnp.clip(log_std, LOG_STD_MIN, LOG_STD_MAX), mean.shape)
+
+
+def gaussian_log_prob(mean, log_std, action):
+    """Log-density of ``action`` under a diagonal Gaussian, summed over action dims."""
+    return jnp.sum(-0.5 * (((action - mean) / jnp.exp(log_std)) ** 2 + 2 * log_std
+                           + jnp.log(2 * jnp.pi)), axis=-1)
 
 
 class QEnsemble(nn.Module):

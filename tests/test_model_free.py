@@ -59,6 +59,31 @@ def test_iql_value_and_critic_losses_fall():
         assert last < 0.75 * first, (name, first, last)
 
 
+@pytest.mark.parametrize("policy", ["gaussian", "deterministic"])
+def test_iql_policy_fits_saturated_actions_in_action_space(policy):
+    """Half the dataset's actions are saturated (+1), half 0, whatever the state; with equal
+    weights (temperature 0) the extracted policy is behaviour cloning, whose action must be the
+    data's mean, 0.5. A tanh-squashed policy fitted on arctanh(a) lands near tanh(3.6) = 0.998:
+    the saturated actions (about 7.25 before the tanh) dominate its fit."""
+    rng = np.random.default_rng(0)
+    obs = rng.normal(size=(2000, HOPPER.obs_dim)).astype(np.float32)
+    actions = np.where(rng.random((2000, 1)) < 0.5, 1.0, 0.0) * np.ones((1, HOPPER.act_dim))
+    zeros, ones = np.zeros(2000, np.float32), np.ones(2000, np.float32)
+    data = Dataset.from_arrays(observations=obs, actions=actions.astype(np.float32),
+                               rewards=zeros, next_observations=obs, terminals=ones,
+                               timeouts=zeros, episode_ids=np.arange(2000))
+    config = iql.IQLConfig(hidden_dims=(32, 32), batch_size=128, temperature=0.0,
+                           actor_lr=1e-3, total_updates=1500, normalize_rewards=False,
+                           policy=policy)
+    algorithm = iql.IQL(config, HOPPER)
+    state, _ = run_updates(algorithm, algorithm.init(jax.random.PRNGKey(0), data), data, 1500)
+    action = np.asarray(algorithm.act(state, jnp.asarray(obs[:200]), None, True))
+    assert abs(float(action.mean()) - 0.5) < 0.1, action.mean()
+    sampled = np.asarray(algorithm.act(state, jnp.asarray(obs[:200]), jax.random.PRNGKey(1),
+                                       False))
+    assert np.all(np.abs(sampled) <= 1.0)
+
+
 def test_iql_reward_scale_follows_episode_returns(toy_hopper_dataset):
     state = iql.IQL(iql.IQLConfig(hidden_dims=(8,)), HOPPER).init(jax.random.PRNGKey(0),
                                                                    toy_hopper_dataset)

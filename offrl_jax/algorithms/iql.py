@@ -5,7 +5,13 @@
   querying out-of-distribution actions;
 - each Q regresses r + gamma (1 - done) V(s');
 - the policy is extracted by advantage-weighted likelihood of dataset actions,
-  weights exp(temperature * (Q - V)) clipped at 100, with a cosine-decayed learning rate.
+  weights exp(temperature * (Q - V)) clipped at 100, with a cosine-decayed learning rate. As in
+  the official code (and CORL, JAX-CORL) the policy is an UNSQUASHED Gaussian with a tanh-bounded
+  mean and a state-independent log-std (``policy="gaussian"``): its likelihood is measured in
+  action space, so a saturated dataset action (+-1) weighs like any other. A tanh-squashed
+  policy fitted on arctanh(a) would put such an action near 7.25 in pre-tanh space and let it
+  dominate the fit. ``policy="deterministic"`` regresses a tanh-bounded action with the same
+  weights (CORL uses it on some datasets).
 
 As in the paper's locomotion runs, rewards are scaled by 1000 / (max - min episode return).
 Every default's source, and what differs from the official code: ``docs/algorithms.md#iql``.
@@ -15,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
@@ -22,13 +29,7 @@ import optax
 
 from offrl_jax.algorithms.base import Algorithm, Registration
 from offrl_jax.data import sample_batch
-from offrl_jax.networks import (
-    MLP,
-    QEnsemble,
-    TanhGaussianPolicy,
-    squashed_action,
-    tanh_gaussian_log_prob_of_action,
-)
+from offrl_jax.networks import MLP, GaussianPolicy, QEnsemble, gaussian_log_prob
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +46,23 @@ class IQLConfig:
     batch_size: int = 256
     total_updates: int = 1_000_000  # length of the actor's cosine schedule
     normalize_rewards: bool = True
+    policy: str = "gaussian"  # or "deterministic"
+
+    def __post_init__(self):
+        if self.policy not in ("gaussian", "deterministic"):
+            raise ValueError(f"IQLConfig.policy must be 'gaussian' or 'deterministic', found "
+                             f"{self.policy!r}")
+
+
+class DeterministicPolicy(nn.Module):
+    """``obs -> action``, bounded by tanh (``policy="deterministic"``)."""
+
+    hidden_dims: tuple[int, ...]
+    act_dim: int
+
+    @nn.compact
+    def __call__(self, obs):
+        return jnp.tanh(MLP(self.hidden_dims, self.act_dim)(obs))
 
 
 @flax.struct.dataclass
@@ -84,7 +102,10 @@ class IQL(Algorithm):
 
     def __post_init__(self):
         config = self.config
-        self._parts(actor=TanhGaussianPolicy(config.hidden_dims, self.spec.act_dim),
+        actor = (GaussianPolicy(config.hidden_dims, self.spec.act_dim)
+                 if config.policy == "gaussian" else
+                 DeterministicPolicy(config.hidden_dims, self.spec.act_dim))
+        self._parts(actor=actor,
                     critic=QEnsemble(config.hidden_dims, 2), value=MLP(config.hidden_dims, 1),
                     actor_tx=optax.adam(optax.cosine_decay_schedule(config.actor_lr,
                                                                     config.total_updates)),
@@ -141,8 +162,12 @@ class IQL(Algorithm):
         weights = jnp.minimum(jnp.exp(config.temperature * (target_q - v)), config.max_weight)
 
         def actor_loss(params):
+            if config.policy == "deterministic":
+                error = jnp.sum((actor.apply(params, batch.observations) - batch.actions) ** 2,
+                                axis=-1)
+                return jnp.mean(weights * error)
             mean, log_std = actor.apply(params, batch.observations)
-            log_prob = tanh_gaussian_log_prob_of_action(mean, log_std, batch.actions)
+            log_prob = gaussian_log_prob(mean, log_std, batch.actions)
             return -jnp.mean(weights * log_prob)
 
         a_loss, a_grads = jax.value_and_grad(actor_loss)(state.actor_params)
@@ -160,8 +185,12 @@ class IQL(Algorithm):
                        "q_mean": q.mean(), "v_mean": v.mean(), "weight_mean": weights.mean()}
 
     def act(self, state: IQLState, obs, key, deterministic: bool = True):
+        if self.config.policy == "deterministic":
+            return self.actor.apply(state.actor_params, obs)
         mean, log_std = self.actor.apply(state.actor_params, obs)
-        return squashed_action(mean, log_std, key, deterministic)
+        if deterministic:
+            return mean
+        return jnp.clip(mean + jnp.exp(log_std) * jax.random.normal(key, mean.shape), -1.0, 1.0)
 
 
 ALGORITHM = Registration("iql", IQLConfig, IQL)
