@@ -51,8 +51,12 @@ def iqm_is_mean(num_runs: int) -> bool:
     return int(0.25 * num_runs) == 0
 
 
+def _gap(x: np.ndarray, gamma: float = OPTIMALITY_GAMMA) -> np.ndarray:
+    return np.maximum(gamma - x, 0.0).mean(axis=-1)
+
+
 def optimality_gap(scores, gamma: float = OPTIMALITY_GAMMA) -> float:
-    return float(np.mean(np.maximum(gamma - np.asarray(scores, np.float64), 0.0)))
+    return float(_gap(np.asarray(scores, np.float64).ravel(), gamma))
 
 
 # Statistics over all runs of all tasks, vectorised over the leading (resample) axis.
@@ -60,7 +64,7 @@ AGGREGATES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "iqm": lambda x: _trimmed_mean(np.sort(x, axis=-1)),
     "mean": lambda x: x.mean(axis=-1),
     "median": lambda x: np.median(x, axis=-1),
-    "optimality_gap": lambda x: np.maximum(OPTIMALITY_GAMMA - x, 0.0).mean(axis=-1),
+    "optimality_gap": _gap,
 }
 
 
