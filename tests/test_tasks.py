@@ -106,3 +106,9 @@ def test_termination_guards():
     assert bool(walker(upright.at[0].set(2.1))) and bool(walker(upright.at[1].set(-1.1)))
     batch = jnp.stack([upright, upright.at[0].set(0.5)])
     np.testing.assert_array_equal(np.asarray(walker(batch)), [False, True])
+    # HalfCheetah never falls: only a diverged model state (non-finite or |x| >= 100) ends it.
+    cheetah = ENV_SPECS["halfcheetah"].termination_fn
+    running = jnp.full(17, 30.0)  # fast joint velocities are still alive
+    assert not bool(cheetah(running)) and not bool(cheetah(-running))
+    assert bool(cheetah(running.at[9].set(100.0))) and bool(cheetah(running.at[9].set(-1e6)))
+    assert bool(cheetah(running.at[0].set(jnp.inf)))

@@ -21,8 +21,12 @@ TerminationFn = Callable[[jnp.ndarray], jnp.ndarray]
 
 
 def halfcheetah_done(next_obs: jnp.ndarray) -> jnp.ndarray:
-    """HalfCheetah never falls; only a non-finite (diverged) state ends it."""
-    return ~jnp.all(jnp.isfinite(next_obs), axis=-1)
+    """HalfCheetah never falls; only a diverged state ends it: non-finite, or any |obs| >= 100
+    (the same guard as hopper's and walker2d's; real halfcheetah states stay far inside it,
+    a model that leaves it has diverged)."""
+    alive = (jnp.all(jnp.isfinite(next_obs), axis=-1)
+             & jnp.all(jnp.abs(next_obs) < 100.0, axis=-1))
+    return ~alive
 
 
 def hopper_done(next_obs: jnp.ndarray) -> jnp.ndarray:
