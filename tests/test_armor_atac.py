@@ -10,6 +10,7 @@ import optax
 import pytest
 
 from offrl_jax.algorithms import armor, atac, bc
+from offrl_jax.algorithms.registry import get_algorithm
 from offrl_jax.data import Dataset, sample_batch
 from offrl_jax.parts import dynamics, sac
 from offrl_jax.tasks import get_env_spec
@@ -307,6 +308,18 @@ def test_atac_critic_ranks_dataset_actions_above_unseen_ones():
     for pessimistic, plain in zip(gaps(0.5), gaps(1e4), strict=True):
         assert pessimistic > 0.3, pessimistic
         assert pessimistic > abs(plain) + 0.2, (pessimistic, plain)
+
+
+def test_atac_beta_is_chosen_per_dataset():
+    # More pessimism (small beta) where the data is near-expert; the rest as documented
+    # (docs/algorithms.md#atac); a task without a row keeps the config default.
+    beta = {task: get_algorithm("atac").make_config(task).beta for task in (
+        "hopper-medium-expert", "walker2d-expert", "halfcheetah-medium",
+        "hopper-medium-replay", "walker2d-random")}
+    assert beta == {"hopper-medium-expert": 1.0, "walker2d-expert": 1.0,
+                    "halfcheetah-medium": 16.0, "hopper-medium-replay": 16.0,
+                    "walker2d-random": 16.0}
+    assert get_algorithm("atac").make_config("ant-medium").beta == atac.ATACConfig().beta
 
 
 def test_l2_projection_keeps_every_critic_layer_in_the_ball():

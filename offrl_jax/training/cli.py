@@ -101,10 +101,11 @@ def register(subparsers) -> None:
                        metavar="LEAF=V1,V2,...",
                        help="sweep a hyperparameter that is a float leaf of every chosen "
                             "algorithm's state (mopo: penalty_coef; combo: cql_weight; rambo: "
-                            "adversary_weight; ...), set after init: each (algorithm, task) "
-                            "trains values x seeds rows as one program, and each value is its "
-                            "own table row, e.g. mopo[penalty_coef=2.5]. One --sweep is the "
-                            "usual case; several sweep the grid of all combinations")
+                            "adversary_weight; atac: beta; ...), set after init: each "
+                            "(algorithm, task) trains values x seeds rows as one program, "
+                            "and each value is its own table row, e.g. "
+                            "mopo[penalty_coef=2.5]. One --sweep is the usual case; several "
+                            "sweep the grid of all combinations")
     bench.set_defaults(func=_bench)
 
     evaluate = subparsers.add_parser(
