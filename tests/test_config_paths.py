@@ -122,6 +122,21 @@ def test_every_profile_and_task_table_names_real_settings():
         runner.check_profile(typo)
 
 
+def test_full_profile_trains_each_algorithm_as_long_as_its_documented_reference():
+    """The ``full`` profile's updates per algorithm are the table of
+    docs/algorithms.md#training-length, and that table lists every registered algorithm."""
+    import pathlib
+    import re
+
+    text = (pathlib.Path(__file__).parents[1] / "docs" / "algorithms.md").read_text()
+    section = text.split("## Training length", 1)[1].split("\n## ", 1)[0]
+    rows = dict(re.findall(r"^\| (\w+) \| ([\d ]+) \|", section, flags=re.M))
+    documented = {name: int(count.replace(" ", "")) for name, count in rows.items()}
+    full = runner.RUN_PROFILES["full"]
+    assert documented == {name: full.train_for(name).num_updates for name in ALGORITHMS}
+    assert documented["mopo"] == 3_000_000 and documented["rambo"] == 2_000_000
+
+
 def test_equal_configs_make_equal_algorithms_with_array_only_states():
     """``make`` captures config, networks and optimizers once; states hold arrays only."""
     import jax

@@ -81,6 +81,10 @@ _TINY_MODEL = {
     "adversary_batch_size": 64, "model_batch_size": 64, "conservative.num_samples": 2,
 }
 
+# The papers' (or their reference code's) number of updates, where it is not the profile's 1M;
+# sources: docs/algorithms.md#training-length.
+FULL_UPDATES = {"mopo": {"num_updates": 3_000_000}, "rambo": {"num_updates": 2_000_000}}
+
 RUN_PROFILES = {
     "tiny": RunProfile("tiny", TrainConfig(num_updates=200, eval_every=100, eval_episodes=2),
                        "tiny", ("hopper-medium",), 2,
@@ -131,7 +135,7 @@ RUN_PROFILES = {
                        "full", tuple(f"{env}-{kind}" for env in
                                      ("halfcheetah", "hopper", "walker2d")
                                      for kind in ("medium", "medium-replay", "medium-expert")),
-                       5),
+                       5, train_overrides=FULL_UPDATES),
 }
 
 
