@@ -167,3 +167,33 @@ def test_conservative_penalty_has_gradient_and_uses_all_sampled_actions(toy_hopp
     # float32 rounding of Q values of order 10 (6e-8 relative), on any processor.
     gap = np.asarray(cold) - np.asarray(expected)
     assert np.all(gap >= -1e-5) and np.all(gap <= 1e-4 * np.log(30) + 1e-5), gap
+
+
+@pytest.mark.parametrize("num_samples", [1, 3, 10])
+def test_conservative_weight_means_the_same_push_whatever_the_estimator(num_samples):
+    """beta's scale does not depend on the log-sum-exp's sample count: the push-down's gradient
+    weights form a distribution over the sampled actions (total 1 per state), for our 3 x n
+    estimator and for the 3-value one of the reimplementation COMBO's table was tuned with
+    (docs/algorithms.md#combo); only the value, and where the push lands, differ."""
+    rng = np.random.default_rng(num_samples)
+    q = jnp.asarray(rng.normal(size=(2, 8, num_samples, 3)), jnp.float32)  # (qs, B, n, kinds)
+    log_probs = jnp.asarray(rng.normal(size=(3, 8, num_samples)), jnp.float32)
+    obs = jnp.zeros((8, 4))
+    actions = jnp.arange(3 * 8 * num_samples, dtype=jnp.float32).reshape(3, 8, num_samples, 1)
+
+    def ours(shift):
+        # q_fn looks up the table entry of each sampled action (its index is the action).
+        def q_fn(_, act):
+            kind, index = divmod(act[..., 0].astype(int), 8 * num_samples)
+            return q[..., kind[0, 0]][:, index // num_samples, index % num_samples] + shift
+        return conservative_penalty(q_fn, obs, actions, log_probs, jnp.zeros((2, 8))).sum()
+
+    def three_values(shift):
+        corrected = q + shift - jnp.moveaxis(log_probs, 0, -1)
+        return jax.scipy.special.logsumexp(corrected, axis=-1).mean(axis=(-1, -2)).sum()
+
+    # d/d shift of the summed per-member penalty: 1 per member, whatever the estimator.
+    assert float(jax.grad(ours)(0.0)) == pytest.approx(2.0, abs=1e-5)
+    assert float(jax.grad(three_values)(0.0)) == pytest.approx(2.0, abs=1e-5)
+    if num_samples > 1:  # more actions in the log-sum-exp: a larger value, the same push
+        assert float(ours(0.0)) > float(three_values(0.0))
