@@ -126,7 +126,7 @@ def test_rerun_reuses_and_a_corrupt_entry_is_refitted(shared_run, toy_hopper_dat
 
     def prepared():
         trainer = Trainer(algorithm, config, toy_hopper_dataset, HOPPER, SEEDS, TINY.train,
-                          model_store=store, sweep={"halt_reward": [-100.0, -50.0]})
+                          model_store=store, sweep={"truncate_reward": [-100.0, -50.0]})
         return trainer.prepare_models(), trainer._pretrained
 
     # The runner's data file holds the same arrays as the fixture, so its entries match.

@@ -39,34 +39,45 @@ def test_halt_unknown_known_answer():
         rewards=jnp.ones((horizon, starts)), next_observations=jnp.zeros((horizon, starts, 2)),
         terminals=jnp.zeros((horizon, starts)), penalties=penalties)
     valid = jnp.ones((horizon, starts), bool).at[3, 0].set(False)
-    out, kept = morel.halt_unknown(transitions, valid, threshold=0.5, halt_reward=-100.0)
+    out, kept = morel.halt_unknown(transitions, valid, threshold=0.5, truncate_reward=-100.0)
     np.testing.assert_array_equal(kept, [[1, 1, 1], [1, 1, 0], [1, 0, 0], [0, 0, 0]])
     np.testing.assert_array_equal(out.terminals, [[0, 0, 1], [0, 1, 0], [1, 0, 0], [0, 0, 0]])
-    np.testing.assert_array_equal(out.rewards, [[1, 1, -100], [1, -100, 1], [-100, 1, 1],
+    np.testing.assert_array_equal(out.rewards, [[1, 1, -99], [1, -99, 1], [-99, 1, 1],
                                                 [1, 1, 1]])
 
 
-def test_morel_threshold_follows_dataset_statistics(bandit):
+def test_morel_disagreement_compares_next_states_only():
+    # Three members, two output dims of next state and one reward (the last output).
+    mean = jnp.array([[0.0, 0.0, 5.0], [3.0, 4.0, -5.0], [0.0, 0.0, 0.0]])
+    disagreement = uncertainty_penalties(mean, jnp.zeros_like(mean))
+    assert float(disagreement["pairwise_max_state"]) == pytest.approx(5.0)  # |(3, 4)|
+    assert float(disagreement["pairwise_max"]) == pytest.approx(float(np.hypot(5.0, 10.0)))
+    assert morel.DISAGREEMENT == "pairwise_max_state"
+
+
+def test_morel_threshold_is_the_max_over_all_data_over_the_pessimism_coef(bandit):
     data, _ = bandit
     states = {}
-    for scale in (1.0, 2.0):
+    for coef, chunk in ((1.0, 300), (3.0, 10_000)):  # 300 does not divide the 2000 rows
         config = morel.ALGORITHM.make_config(overrides={
-            **SMALL, "dynamics.max_epochs": 5, "threshold_scale": scale,
-            "threshold_samples": data.size})
+            **SMALL, "dynamics.max_epochs": 5, "pessimism_coef": coef,
+            "threshold_chunk": chunk, "truncate_reward": -7.0})
         algorithm = morel.ALGORITHM.make(config, BANDIT_SPEC)
-        states[scale] = jax.jit(algorithm.init)(jax.random.PRNGKey(0), data)
+        states[coef] = jax.jit(algorithm.init)(jax.random.PRNGKey(0), data)
     mean, logvar = predict(states[1.0].model, data.observations, data.actions)
-    disagreement = uncertainty_penalties(mean, logvar)["pairwise_max"]
+    disagreement = uncertainty_penalties(mean, logvar)["pairwise_max_state"]
     assert float(states[1.0].threshold) == pytest.approx(float(disagreement.max()), rel=1e-5)
-    assert float(states[2.0].threshold) == pytest.approx(2 * float(states[1.0].threshold),
+    assert float(states[3.0].threshold) == pytest.approx(float(states[1.0].threshold) / 3,
                                                          rel=1e-5)
-    assert float(states[1.0].halt_reward) == pytest.approx(float(data.rewards.min()) - 100.0)
+    assert float(states[1.0].truncate_reward) == -7.0
+    assert morel.MOReLConfig().pessimism_coef == 3.0 and morel.MOReLConfig().truncate_reward == 0
 
 
 def test_morel_rollouts_beyond_the_threshold_halt_with_the_penalty(bandit):
     data, _ = bandit
     config = morel.ALGORITHM.make_config(overrides={**SMALL, "dynamics.max_epochs": 5,
-                                                    "rollouts.horizon": 3})
+                                                    "rollouts.horizon": 3,
+                                                    "truncate_reward": -100.0})
     # No termination: rollouts end only by halting (or at the horizon).
     spec = dataclasses.replace(BANDIT_SPEC,
                                termination_fn=lambda o: jnp.zeros(o.shape[:-1], bool))
@@ -75,7 +86,7 @@ def test_morel_rollouts_beyond_the_threshold_halt_with_the_penalty(bandit):
     # With the threshold at the data's median disagreement, the policy's rollouts halt often.
     state = state.replace(threshold=jnp.quantile(
         uncertainty_penalties(*predict(state.model, data.observations,
-                                       data.actions))["pairwise_max"], 0.5))
+                                       data.actions))["pairwise_max_state"], 0.5))
     refreshed = jax.jit(algorithm.refresh)(state, data, jax.random.PRNGKey(1))
     buffer = refreshed.rollouts.buffer
     size = int(buffer.size)
@@ -83,8 +94,9 @@ def test_morel_rollouts_beyond_the_threshold_halt_with_the_penalty(bandit):
     halted = stored.penalties > float(state.threshold)
     assert halted.any() and (~halted).any()
     np.testing.assert_array_equal(stored.terminals[halted], 1.0)
-    np.testing.assert_allclose(stored.rewards[halted], float(state.halt_reward))
-    assert (stored.rewards[~halted] > float(state.halt_reward)).all()
+    # Halting steps keep the model's reward (about -4 to 0 here) plus the truncate reward.
+    assert (stored.rewards[halted] < -90).all() and (stored.rewards[halted] > -110).all()
+    assert (stored.rewards[~halted] > -20).all()
     # Rollouts are cut at their halt: fewer than starts x horizon rows were stored.
     assert size < config.rollouts.batch_size * config.rollouts.horizon
 

@@ -2,13 +2,13 @@
 
 1. Fit the dynamics ensemble on the dataset (:mod:`offrl_jax.parts.dynamics`; or take the shared
    one ``pretrain`` fitted) and build the unknown state-action detector (USAD): the threshold
-   is ``threshold_scale`` times the largest disagreement of the members' predictions over (up
-   to ``threshold_samples``) dataset (s, a) pairs. Disagreement is the maximum pairwise
-   distance between members' predicted means for the SAME (s, a), the ``pairwise_max``
-   uncertainty (``docs/algorithms.md#pitfall-3``) (:meth:`MOReL.init`);
+   is the largest disagreement of the members' predictions over EVERY dataset (s, a) pair,
+   divided by ``pessimism_coef``. Disagreement is the maximum pairwise distance between
+   members' predicted next states for the SAME (s, a), the ``pairwise_max_state`` uncertainty
+   (``docs/algorithms.md#pitfall-3``) (:meth:`MOReL.init`);
 2. the pessimistic MDP: in a model rollout, the first transition whose disagreement exceeds the
-   threshold HALTs it: it becomes terminal with reward ``min(dataset rewards) -
-   halt_penalty`` and nothing after it is kept (:func:`halt_unknown`);
+   threshold HALTs it: it becomes terminal, its reward plus ``truncate_reward``, and nothing
+   after it is kept (:func:`halt_unknown`);
 3. plan in the pessimistic MDP: every ``rollouts.refresh_every`` updates, rollouts of the current
    policy in it fill the buffer (:meth:`MOReL.refresh`); one SAC step per update on model rows (and
    ``real_ratio`` of dataset rows, 0 as in the paper, whose policy is trained only in the
@@ -31,7 +31,7 @@ from offrl_jax.models import EnsembleState, predict, uncertainty_penalties
 from offrl_jax.models.buffer import Transitions
 from offrl_jax.parts import dynamics, rollouts, sac
 
-DISAGREEMENT = "pairwise_max"
+DISAGREEMENT = "pairwise_max_state"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,14 +41,17 @@ class MOReLConfig:
     rollouts: rollouts.Config = rollouts.Config()
     batch_size: int = 256
     real_ratio: float = 0.0
-    threshold_scale: float = 1.0
-    threshold_samples: int = 10_000
-    halt_penalty: float = 100.0
+    pessimism_coef: float = 3.0      # threshold = max dataset disagreement / pessimism_coef
+    truncate_reward: float = 0.0     # added to the reward of a halting transition
+    threshold_chunk: int = 10_000    # rows per ensemble pass while measuring every row
 
     def __post_init__(self):
         if not 0.0 <= self.real_ratio <= 1.0:
             raise ValueError(f"MOReLConfig.real_ratio must be in [0, 1], found "
                              f"{self.real_ratio}")
+        if self.pessimism_coef <= 0 or self.threshold_chunk < 1:
+            raise ValueError(f"MOReLConfig: pessimism_coef must be > 0 and threshold_chunk "
+                             f">= 1, found {self.pessimism_coef} and {self.threshold_chunk}")
 
 
 @flax.struct.dataclass
@@ -56,27 +59,34 @@ class MOReLState:
     agent: sac.State
     model: EnsembleState
     rollouts: rollouts.State
-    threshold: jax.Array     # () disagreement above which a state is unknown
-    halt_reward: jax.Array   # () reward of the halting transition
+    threshold: jax.Array        # () disagreement above which a state is unknown
+    truncate_reward: jax.Array  # () added to the reward of the halting transition
 
 
-def dataset_disagreement(ensemble, dataset, key, num_samples: int) -> jax.Array:
-    """Members' disagreement on up to ``num_samples`` dataset (s, a) pairs, ``(num_samples,)``."""
-    rows = jax.random.choice(key, dataset.size, (min(num_samples, dataset.size),),
-                             replace=False)
-    mean, logvar = predict(ensemble, dataset.observations[rows], dataset.actions[rows])
-    return uncertainty_penalties(mean, logvar)[DISAGREEMENT]
+def max_dataset_disagreement(ensemble, dataset, chunk: int) -> jax.Array:
+    """The members' largest disagreement over every dataset (s, a) pair, ``()``, measured
+    ``chunk`` rows per ensemble pass (the last chunk wraps around to the first rows, which
+    cannot change a maximum)."""
+    num_chunks = -(-dataset.size // chunk)
+    rows = (jnp.arange(num_chunks * chunk) % dataset.size).reshape(num_chunks, chunk)
+
+    def chunk_max(index):
+        mean, logvar = predict(ensemble, dataset.observations[index], dataset.actions[index])
+        return jnp.max(uncertainty_penalties(mean, logvar)[DISAGREEMENT])
+
+    return jnp.max(jax.lax.map(chunk_max, rows))
 
 
-def halt_unknown(transitions: Transitions, valid, threshold, halt_reward):
-    """Step 2: make each rollout's first unknown transition a terminal with the halt reward and
-    drop what follows it. Leaves and ``valid`` are ``(horizon, starts, ...)``."""
+def halt_unknown(transitions: Transitions, valid, threshold, truncate_reward):
+    """Step 2: make each rollout's first unknown transition a terminal whose reward is raised by
+    ``truncate_reward``, and drop what follows it. Leaves and ``valid`` are ``(horizon,
+    starts, ...)``."""
     unknown = valid & (transitions.penalties > threshold)
     seen = jnp.cumsum(unknown, axis=0)
     first = unknown & (seen == 1)
     valid = valid & ((seen - unknown) == 0)
     transitions = transitions.replace(
-        rewards=jnp.where(first, halt_reward, transitions.rewards),
+        rewards=jnp.where(first, transitions.rewards + truncate_reward, transitions.rewards),
         terminals=jnp.where(first, 1.0, transitions.terminals))
     return transitions, valid
 
@@ -97,17 +107,17 @@ class MOReL(dynamics.SharedModel, Algorithm):
         threshold is measured on the dataset either way."""
         config = self.config
         model = dynamics.fit_or_take(key, self.spec, dataset, config.dynamics, pretrained)
-        _, agent_key, sample_key = jax.random.split(key, 3)
-        disagreement = dataset_disagreement(model, dataset, sample_key, config.threshold_samples)
+        _, agent_key = jax.random.split(key)
+        disagreement = max_dataset_disagreement(model, dataset, config.threshold_chunk)
         return MOReLState(self.agent.init(agent_key), model, self.rollouts.init(),
-                          config.threshold_scale * jnp.max(disagreement),
-                          jnp.min(dataset.rewards) - config.halt_penalty)
+                          disagreement / config.pessimism_coef,
+                          jnp.asarray(config.truncate_reward, jnp.float32))
 
     def refresh(self, state: MOReLState, dataset, key) -> MOReLState:
         """Step 3: rollouts in the pessimistic MDP into the buffer (``rollout_length`` in the
         metrics shows how early unknown states halt them)."""
         def transform(transitions, valid):
-            return halt_unknown(transitions, valid, state.threshold, state.halt_reward)
+            return halt_unknown(transitions, valid, state.threshold, state.truncate_reward)
 
         return state.replace(rollouts=self.rollouts.refresh(
             state.rollouts, state.model, dataset, key, self.agent.policy_fn(state.agent),
