@@ -191,7 +191,9 @@ def uncertainty_penalties(mean, logvar) -> dict[str, jax.Array]:
     mean, logvar: (M, ..., D) over all members and all output dims (delta obs and reward).
     Returns (...)-shaped arrays:
       aleatoric: MOPO's max over members of ||sigma||_2;
-      pairwise_max: max over member pairs of ||mean_i - mean_j||_2 (MOReL-style disagreement);
+      pairwise_max: max over member pairs of ||mean_i - mean_j||_2 over all output dims;
+      pairwise_max_state: the same over the next-state dims only (the reward, the last output
+        dim, left out): official MOReL's disagreement;
       ensemble_std: sqrt(mean over dims of the variance over members of the means).
     """
     sigma_norm = jnp.linalg.norm(jnp.exp(0.5 * logvar), axis=-1)
@@ -200,12 +202,14 @@ def uncertainty_penalties(mean, logvar) -> dict[str, jax.Array]:
     return {
         "aleatoric": jnp.max(sigma_norm, axis=0),
         "pairwise_max": jnp.max(pair_dist, axis=(0, 1)),
+        "pairwise_max_state": jnp.max(jnp.sqrt(jnp.sum(jnp.square(pair_diff[..., :-1]),
+                                                       axis=-1)), axis=(0, 1)),
         # Variance is shift-invariant; centring on member 0 makes agreement give exactly 0.
         "ensemble_std": jnp.sqrt(jnp.mean(jnp.var(mean - mean[:1], axis=0), axis=-1)),
     }
 
 
-PENALTY_NAMES = ("aleatoric", "pairwise_max", "ensemble_std")
+PENALTY_NAMES = ("aleatoric", "pairwise_max", "pairwise_max_state", "ensemble_std")
 
 
 @functools.partial(jax.jit, static_argnames="deterministic")
