@@ -122,12 +122,94 @@ def test_rambo_adversarial_step_lowers_model_values_within_likelihood_bound(band
                                   data.rewards[:, None]], -1)
         return float(jnp.mean((mean - target) ** 2 * jnp.exp(-logvar) + logvar))
 
-    strong = state.replace(adversary_weight=jnp.asarray(0.3))
-    after, _ = jax.jit(algorithm.adversarial_model_steps)(strong, data, jax.random.PRNGKey(1))
-    neutral, _ = jax.jit(algorithm.adversarial_model_steps)(
-        state.replace(adversary_weight=jnp.asarray(0.0)), data, jax.random.PRNGKey(1))
-    assert model_value(after) < model_value(neutral) - 0.05
+    trained = state.replace(agent=state.agent.replace(step=jnp.asarray(1, jnp.int32)))
+    steps = jax.jit(algorithm.adversarial_model_steps)
+    after, metrics = steps(trained.replace(adversary_weight=jnp.asarray(1.0)), data,
+                           jax.random.PRNGKey(1))
+    # The same steps with a negligible adversary: only the supervised fit moves the model.
+    neutral, _ = steps(trained.replace(adversary_weight=jnp.asarray(1e-9)), data,
+                       jax.random.PRNGKey(1))
+    assert bool(metrics["adversary_active"])
+    assert model_value(after) < model_value(neutral) - 0.05, (model_value(after),
+                                                              model_value(neutral))
     assert real_nll(after) < real_nll(state) + 1.0  # still fits the real data
+    # Off: with adversary weight 0 (the official walker2d settings) and before the agent's
+    # first update (untrained critics), the model stays exactly as fitted.
+    for off in (trained.replace(adversary_weight=jnp.asarray(0.0)),
+                state.replace(adversary_weight=jnp.asarray(0.3))):
+        kept, metrics = steps(off, data, jax.random.PRNGKey(1))
+        assert not bool(metrics["adversary_active"])
+        for a, b in zip(jax.tree_util.tree_leaves(kept.model.params),
+                        jax.tree_util.tree_leaves(state.model.params), strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_rambo_adversary_states_advance_through_the_model_for_the_horizon(bandit):
+    data, _ = bandit
+    config = rambo.ALGORITHM.make_config(overrides={
+        **SMALL, "dynamics.max_epochs": 2, "bc_pretrain_steps": 10, "adversary_steps": 7,
+        "rollouts.horizon": 3})
+    never = dataclasses.replace(BANDIT_SPEC,
+                                termination_fn=lambda o: jnp.zeros(o.shape[:-1], bool))
+    for spec, expected in ((never, [1, 0, 0, 1, 0, 0, 1]), (BANDIT_SPEC, [1] * 7)):
+        algorithm = rambo.ALGORITHM.make(config, spec)
+        state = jax.jit(algorithm.init)(jax.random.PRNGKey(0), data)
+        _, metrics = jax.jit(algorithm.adversarial_model_steps)(state, data,
+                                                                jax.random.PRNGKey(1))
+        # Fresh dataset states every `horizon` steps, and wherever a rollout ended (the
+        # one-step bandit ends every step).
+        np.testing.assert_array_equal(metrics["restarted_fraction"], expected)
+
+
+def test_rambo_adversary_terms_known_answers():
+    from offrl_jax.models import init_ensemble
+    from offrl_jax.models.ensemble import EnsembleConfig, training_loss
+
+    # The elite mixture's log-density: log(0.5 N(x; m1, v1) + 0.5 N(x; m2, v2)).
+    ensemble = init_ensemble(jax.random.PRNGKey(0), 1, 1, EnsembleConfig(
+        num_members=3, num_elites=2, hidden_sizes=(8,), weight_decays=(1e-3, 2e-3)))
+    ensemble = ensemble.replace(elite_indices=jnp.array([2, 0]))
+    mean = jnp.array([[[0.0, 1.0]], [[9.0, 9.0]], [[1.0, -1.0]]])        # (M, B=1, D=2)
+    logvar = jnp.log(jnp.array([[[1.0, 4.0]], [[1.0, 1.0]], [[0.25, 1.0]]]))
+    x = jnp.array([[0.5, 0.0]])
+    normal = lambda v, m, var: np.exp(-(v - m) ** 2 / (2 * var)) / np.sqrt(2 * np.pi * var)  # noqa
+    density = 0.5 * (normal(0.5, 0.0, 1.0) * normal(0.0, 1.0, 4.0)
+                     + normal(0.5, 1.0, 0.25) * normal(0.0, -1.0, 1.0))
+    np.testing.assert_allclose(rambo.elite_mixture_log_prob(ensemble, mean, logvar, x),
+                               [np.log(density)], rtol=1e-5)
+    # The supervised term is the ensemble's training loss summed over members: NLL, bounds
+    # and weight decay of each member, as training minimises it.
+    rng = np.random.default_rng(0)
+    obs, act, rew, nxt = (jnp.asarray(rng.normal(size=shape), jnp.float32)
+                          for shape in ((5, 1), (5, 1), (5,), (5, 1)))
+    out_mean, out_logvar = predict(ensemble, obs, act)
+    y = jnp.concatenate([nxt - obs, rew[:, None]], -1)
+    expected = 0.0
+    for m in range(3):
+        p = jax.tree_util.tree_map(lambda leaf, m=m: leaf[m], ensemble.params)["params"]
+        expected += (jnp.mean((out_mean[m] - y) ** 2 * jnp.exp(-out_logvar[m]))
+                     + jnp.mean(out_logvar[m])
+                     + 0.01 * (p["max_logvar"].sum() - p["min_logvar"].sum())
+                     + 0.5 * 1e-3 * jnp.sum(p["hidden_0"]["kernel"] ** 2)
+                     + 0.5 * 2e-3 * jnp.sum(p["output"]["kernel"] ** 2))
+    np.testing.assert_allclose(training_loss(ensemble, obs, act, rew, nxt), expected,
+                               rtol=1e-5)
+
+
+def test_rambo_agent_sees_normalised_states_and_pretrains_for_50_epochs(bandit):
+    data, _ = bandit
+    config = rambo.ALGORITHM.make_config(overrides={**SMALL, "dynamics.max_epochs": 2,
+                                                    "bc_pretrain_steps": 10})
+    assert rambo.RAMBOConfig().bc_steps(1_000_000) == -(-50 * 1_000_000 // 256)  # 195 313
+    algorithm = rambo.ALGORITHM.make(config, BANDIT_SPEC)
+    state = jax.jit(algorithm.init)(jax.random.PRNGKey(0), data)
+    np.testing.assert_allclose(state.obs_mean, data.observations.mean(0), atol=1e-5)
+    np.testing.assert_allclose(state.obs_std, data.observations.std(0), rtol=1e-4)
+    obs = data.observations[:4] * 3.0 + 1.0
+    np.testing.assert_allclose(
+        algorithm.act(state, obs, None, True),
+        algorithm.agent.act(state.agent, (obs - state.obs_mean) / state.obs_std, None, True),
+        rtol=1e-6)
 
 
 @pytest.mark.parametrize("module", [morel, rambo])

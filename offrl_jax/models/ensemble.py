@@ -246,6 +246,30 @@ def _weight_decay(config: EnsembleConfig, member_params) -> jax.Array:
                for name, decay in zip(layers, config.weight_decays, strict=True))
 
 
+def _member_training_loss(config: EnsembleConfig, net, member_params, x, y) -> jax.Array:
+    """One member's training loss on standardised inputs ``x`` and targets ``y``: the Gaussian
+    NLL (up to constants), the log-variance-bound term and the weight decay."""
+    mean, logvar = net.apply(member_params, x)
+    fit = jnp.mean(jnp.square(mean - y) * jnp.exp(-logvar)) + jnp.mean(logvar)
+    p = member_params["params"]
+    bounds = config.logvar_bound_coef * (jnp.sum(p["max_logvar"]) - jnp.sum(p["min_logvar"]))
+    return fit + bounds + _weight_decay(config, member_params)
+
+
+def training_loss(model_state: EnsembleState, obs, act, rew, next_obs) -> jax.Array:
+    """The ensemble's own training loss on a batch, summed over members, ``()``: each member's
+    Gaussian NLL plus its log-variance-bound term and weight decay (what :func:`train_ensemble`
+    minimises; RAMBO's adversary keeps it as its supervised term). Inputs are standardised with
+    the model's statistics; differentiable in ``model_state.params``."""
+    config = model_state.config
+    x = (jnp.concatenate([obs, act], axis=-1) - model_state.input_mean) / model_state.input_std
+    y = jnp.concatenate([next_obs - obs, rew[..., None]], axis=-1)
+    net = _network(config, model_state.obs_dim)
+    per_member = jax.vmap(lambda p: _member_training_loss(config, net, p, x, y))(
+        model_state.params)
+    return jnp.sum(per_member)
+
+
 def _holdout_metrics(mean, logvar, targets):
     """mean, logvar (M, n, D), targets (n, D) -> mse (M,), nll (M,), mse per dim (M, D)."""
     sq = jnp.square(mean - targets)
@@ -348,11 +372,7 @@ def _train_jit(key, obs, act, rew, next_obs, config: EnsembleConfig) -> Ensemble
     net = _network(config, obs_dim)
 
     def member_loss(member_params, x, y):
-        mean, logvar = net.apply(member_params, x)
-        fit = jnp.mean(jnp.square(mean - y) * jnp.exp(-logvar)) + jnp.mean(logvar)
-        p = member_params["params"]
-        bounds = config.logvar_bound_coef * (jnp.sum(p["max_logvar"]) - jnp.sum(p["min_logvar"]))
-        return fit + bounds + _weight_decay(config, member_params)
+        return _member_training_loss(config, net, member_params, x, y)
 
     def total_loss(all_params, x, y):
         # Members are independent: the sum's gradient is each member's own gradient.
