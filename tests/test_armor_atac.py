@@ -12,6 +12,8 @@ import pytest
 from offrl_jax.algorithms import armor, atac, bc
 from offrl_jax.algorithms.registry import get_algorithm
 from offrl_jax.data import Dataset, sample_batch
+from offrl_jax.generation.policies import PolicyFileError, save_actor
+from offrl_jax.networks import TanhGaussianPolicy
 from offrl_jax.parts import dynamics, sac
 from offrl_jax.tasks import get_env_spec
 from offrl_jax.training.loop import make_interval_fn
@@ -356,3 +358,92 @@ def test_l2_projection_keeps_every_critic_layer_in_the_ball():
         jax.tree_util.tree_map(lambda x: 30.0 * x, default.agent.critic_params), 100.0)
     assert max(float(n.max()) for n in atac.kernel_norms(grown)) <= 100.0 * (1 + 1e-6)
 
+
+
+def fit_reference_policy(target_fn, hidden_dims=(32, 32), steps=1500):
+    """A tanh-Gaussian actor whose mean action is ``target_fn(obs)`` (least squares on the
+    bandit's states), std about 0.05: the reference of the tests below."""
+    net = TanhGaussianPolicy(hidden_dims, BANDIT.act_dim)
+    obs = jnp.asarray(np.random.default_rng(7).normal(size=(4096, BANDIT.obs_dim)), jnp.float32)
+    target = jnp.asarray(target_fn(np.asarray(obs)), jnp.float32)
+    params = net.init(jax.random.PRNGKey(3), obs[:1])
+    tx = optax.adam(3e-3)
+
+    def loss(p):
+        mean, log_std = net.apply(p, obs)
+        return jnp.mean((jnp.tanh(mean) - target) ** 2) + jnp.mean((log_std - np.log(0.05)) ** 2)
+
+    def step(carry, _):
+        p, opt = carry
+        updates, opt = tx.update(jax.grad(loss)(p), opt, p)
+        return (optax.apply_updates(p, updates), opt), None
+
+    (params, _), _ = jax.lax.scan(step, (params, tx.init(params)), None, length=steps)
+    return params
+
+
+def test_armor_keeps_up_with_a_good_reference_the_data_does_not_cover(tmp_path):
+    """The poster's claim, on the bandit: ARMOR improves on ANY reference, so with a reference
+    far better than the data (d = +0.25, five data stds past the behaviour actions, just short
+    of the cliff) it stays near that reference, for every beta of a sweep up to 3. With beta
+    30 (the Bellman term 100 times heavier than the relative one) the critic all but trusts the
+    pretrained model, whose extrapolation rises past the cliff, and the policy follows it: the
+    control row, which shows the property needs the relative pessimism."""
+    data = bandit_dataset()
+    params = fit_reference_policy(lambda o: bandit_reference_action(o) + 0.25)
+    path = tmp_path / "reference.npz"
+    save_actor(path, params)
+    config = dataclasses.replace(ARMOR_BANDIT, reference=str(path),
+                                 reference_hidden_dims=(32, 32))
+    algorithm = armor.ARMOR(config, BANDIT)
+    betas = jnp.array([0.1, 1.0, 3.0, 30.0])
+    states = jax.jit(jax.vmap(algorithm.init, in_axes=(0, None)))(
+        jax.random.split(jax.random.PRNGKey(0), len(betas)), data)
+    states = states.replace(beta=betas)
+    reference = true_value(algorithm.reference_act, seed_slice(states, 0))
+    behaviour = float(data.rewards.mean())
+    assert reference > behaviour + 0.2, (reference, behaviour)  # good, and uncovered
+    # pi starts AS pi_ref (same network): the claim is that the game does not pull it down.
+    assert true_value(algorithm.act, seed_slice(states, 1)) == pytest.approx(reference)
+    interval = jax.jit(jax.vmap(make_interval_fn(algorithm, 250), in_axes=(0, 0, None, 0)))
+    failed = jnp.zeros(len(betas), bool)
+    history = []
+    for i in range(3):
+        states, failed, _ = interval(states, failed, data,
+                                     jax.random.split(jax.random.PRNGKey(20 + i), len(betas)))
+        history.append([true_value(algorithm.act, seed_slice(states, b))
+                        for b in range(len(betas))])
+    assert not np.any(np.asarray(failed))
+    history = np.array(history)  # (checkpoints, betas)
+    assert history[:, :3].min() > reference - 0.07, (history, reference)
+    assert history[:, 3].min() < reference - 0.2, (history, reference)
+
+
+def test_armor_reference_files_are_checked(tmp_path):
+    path = tmp_path / "small.npz"
+    save_actor(path, fit_reference_policy(bandit_reference_action, (8,), steps=1))
+    config = dataclasses.replace(ARMOR_BANDIT, reference=str(path))  # expects (256, 256)
+    with pytest.raises(ValueError, match=r"small.npz.*expected.*\(256, 256\).*found"):
+        armor.ARMOR(config, BANDIT)
+    with pytest.raises(ValueError, match="armor.reference: expected 'bc'.*'nonsense'"):
+        armor.ARMOR(dataclasses.replace(ARMOR_BANDIT, reference="nonsense"), BANDIT)
+    with pytest.raises(PolicyFileError, match="missing"):
+        armor.ARMOR(dataclasses.replace(ARMOR_BANDIT, reference=str(tmp_path / "no.npz")),
+                    BANDIT)
+
+
+def test_actor_loss_without_entropy_is_the_posters_and_stays_finite():
+    """fixed_alpha = 0 is the poster's actor loss (5): -f_1(s, pi(s)), no entropy, and its
+    gradient is finite (the alpha > 1 branch divides by alpha)."""
+    agent = sac.Agent(sac.Config(hidden_dims=(16, 16)), BANDIT.obs_dim, BANDIT.act_dim)
+    state = agent.init(jax.random.PRNGKey(0))
+    obs = jnp.asarray(TEST_OBS[:64])
+    config = dataclasses.replace(ARMOR_BANDIT, fixed_alpha=0.0)
+    new, metrics = atac.actor_step(agent, state, config, obs, jax.random.PRNGKey(1))
+    actions, _ = agent.sample(state.actor_params, obs, jax.random.PRNGKey(1))
+    expected = -float(jnp.mean(agent.q(state.critic_params, obs, actions)[0]))
+    assert float(metrics["actor_loss"]) == pytest.approx(expected, rel=1e-5)
+    leaves = jax.tree_util.tree_leaves(new.actor_params)
+    assert all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in leaves)
+    assert any(float(jnp.max(jnp.abs(a - b))) > 0 for a, b in zip(
+        leaves, jax.tree_util.tree_leaves(state.actor_params), strict=True))

@@ -1,7 +1,8 @@
 """ARMOR (Bhardwaj et al., 2023): adversarial model for offline RL, as Algorithm 1 of the poster.
 
 One dynamics model M (no ensemble), twin critics f_1, f_2 and the actor pi play against a fixed
-reference policy pi_ref (behaviour cloning). Per update k:
+reference policy pi_ref (behaviour cloning by default; any policy, ``ArmorConfig.reference``).
+Per update k:
 
 3. a minibatch of real transitions and one of (s, a) pairs from the model buffer D_model;
 4. D_M: the model's own transitions (s, a, r_M, s'_M) for all those (s, a), with
@@ -20,8 +21,8 @@ reference policy pi_ref (behaviour cloning). Per update k:
    ``l_i``, is L2-projected and its target follows with rate tau;
 6. the actor (slow rate) minimises (5) ``-E[f_1(s, pi(s)) - f_1(s, pi_ref(s))]`` over the D_M
    states, with ATAC's entropy term (:func:`offrl_jax.algorithms.atac.actor_step`; the poster's
-   (5) has none: ``fixed_alpha=0`` removes it, which of the two the paper ran is to verify)
-   (:func:`update`);
+   (5) has none: ``fixed_alpha=0`` removes it; why the default keeps it:
+   ``docs/algorithms.md#why-the-actor-keeps-an-entropy-term``) (:func:`update`);
 7-8. every H steps the model states of pi and pi_ref restart from the real minibatch's states;
    the pairs (s, pi(s)) and (s, pi_ref(s)) join D_model and the states advance one detached model
    step.
@@ -78,6 +79,7 @@ from offrl_jax.algorithms.base import Algorithm, Registration
 from offrl_jax.data import Dataset, sample_batch
 from offrl_jax.models import buffer as model_buffer
 from offrl_jax.models import ensemble
+from offrl_jax.networks import TanhGaussianPolicy, sample_tanh_gaussian, squashed_action
 from offrl_jax.parts import dynamics, sac
 
 
@@ -91,12 +93,22 @@ class ArmorConfig:
     dynamics: dynamics.Config = dynamics.Config(members=1, elites=1, bootstrap=False,
                                                 weight_decays=dynamics.PAPER_WEIGHT_DECAYS)
     model_lr: float = 5e-4  # fast: the model is part of the adversary (to verify)
-    fixed_alpha: float | None = None  # None: automatic temperature; 0.0: no entropy term
+    # None: ATAC's entropy term with its automatic temperature; 0.0: the poster's loss (5),
+    # without entropy (docs/algorithms.md#armor on why the default keeps it).
+    fixed_alpha: float | None = None
+    # pi_ref: "bc" (behaviour cloning, the warm start), a shipped behaviour policy of the task's
+    # environment by role ("medium", "expert"), or the path of an actor file (.npz, as
+    # offrl_jax.generation.policies writes them) whose network has reference_hidden_dims.
+    reference: str = "bc"
+    reference_hidden_dims: tuple[int, ...] = (256, 256)
     # Adversary loss (4): relative + beta * E^w + lambda * E_D(M).
     beta: float = 3.0  # (to verify)
     model_fit_weight: float = 10.0  # lambda (to verify)
     residual_weight: float = 0.5  # w: E^w = (1 - w) TD + w residual (to verify)
-    v_max: float | None = None  # E_D(M)'s reward term scale; None: max|r| / (1 - gamma)
+    # E_D(M)'s reward term: "vmax", the poster's (R_M - r)^2 / V_max^2, or "nll", the model's
+    # Gaussian likelihood of r, as of s' (docs/algorithms.md#armor on the choice).
+    model_fit: str = "vmax"
+    v_max: float | None = None  # "vmax" only; None: max|r| / (1 - gamma)
     norm_constraint: float = 100.0
     # Data: real and model minibatches, model rollouts.
     batch_size: int = 256  # real minibatch, also the number of model states per policy
@@ -113,6 +125,9 @@ class ArmorConfig:
         if min(self.beta, self.model_fit_weight) < 0 or not 0 <= self.residual_weight <= 1:
             raise ValueError("ArmorConfig: beta and model_fit_weight must be >= 0 and "
                              "residual_weight in [0, 1]")
+        if self.model_fit not in ("nll", "vmax"):
+            raise ValueError(f"ArmorConfig.model_fit must be 'nll' or 'vmax', found "
+                             f"{self.model_fit!r}")
         if self.dynamics.members != 1:
             raise ValueError(f"ArmorConfig: dynamics.members must be 1 (ARMOR's single model), "
                              f"found {self.dynamics.members}")
@@ -123,7 +138,7 @@ class ArmorState:
     """agent: pi, f_1, f_2, their targets and the temperature; ref_actor_params: pi_ref (fixed);
     model: the single dynamics model (leaves with a leading member axis of 1) and model_opt;
     model_buffer: D_model; rollout_obs ``(2, batch_size, obs)``: the current model states of pi
-    (row 0) and pi_ref (row 1); reward_fit_scale: 1 / V_max^2 of E_D(M)."""
+    (row 0) and pi_ref (row 1); reward_fit_scale: 1 / V_max^2 of E_D(M); beta: loss (4)'s beta."""
 
     agent: sac.State
     ref_actor_params: dict
@@ -132,6 +147,7 @@ class ArmorState:
     model_buffer: model_buffer.ModelBuffer
     rollout_obs: jax.Array
     reward_fit_scale: jax.Array
+    beta: jax.Array  # () float32, initialised from config.beta; a float leaf, so it sweeps
 
 
 def model_transition(model: ensemble.EnsembleState, params, obs, act, noise):
@@ -143,21 +159,31 @@ def model_transition(model: ensemble.EnsembleState, params, obs, act, noise):
     return obs + mean[:, :d] + jnp.exp(0.5 * logvar[:, :d]) * noise, mean[:, d]
 
 
-def model_fit(model: ensemble.EnsembleState, params, batch, reward_fit_scale):
-    """E_D(M) on real transitions: ``-log P_M(s'|s, a)`` (Gaussian, summed over obs dims) plus
-    ``reward_fit_scale * (R_M(s, a) - r)^2``, batch means, plus the log-variance bound term of
-    pretraining (obs dims). Returns ``(fit, (nll, reward_error))``."""
+def model_fit(model: ensemble.EnsembleState, params, batch, reward_fit_scale,
+              reward_nll: bool = True):
+    """E_D(M) on real transitions, batch means: ``-log P_M(s'|s, a)`` (Gaussian, summed over obs
+    dims), the reward term, and the log-variance bound term of pretraining. The reward term is
+    the model's Gaussian ``-log P_M(r|s, a)`` (``reward_nll``, so a reward error costs what a
+    state error of as many of the model's standard deviations costs), or the poster's
+    ``reward_fit_scale * (R_M(s, a) - r)^2`` with ``reward_fit_scale = 1 / V_max^2``.
+    Returns ``(fit, (nll, reward_error))``: ``nll`` of s' alone, ``reward_error`` the MSE of
+    R_M."""
     mean, logvar = ensemble.predict(model.replace(params=params), batch.observations,
                                     batch.actions)
     mean, logvar, d = mean[0], logvar[0], model.obs_dim
-    delta = batch.next_observations - batch.observations
-    nll = 0.5 * jnp.mean(jnp.sum(jnp.square(mean[:, :d] - delta) * jnp.exp(-logvar[:, :d])
-                                 + logvar[:, :d] + math.log(2 * math.pi), axis=-1))
+    target = jnp.concatenate([batch.next_observations - batch.observations,
+                              batch.rewards[:, None]], axis=-1)
+    per_dim = 0.5 * (jnp.square(mean - target) * jnp.exp(-logvar) + logvar
+                     + math.log(2 * math.pi))
+    nll = jnp.mean(jnp.sum(per_dim[:, :d], axis=-1))
     reward_error = jnp.mean(jnp.square(mean[:, d] - batch.rewards))
     p = params["params"]
-    bounds = model.config.logvar_bound_coef * (jnp.sum(p["max_logvar"][..., :d])
-                                               - jnp.sum(p["min_logvar"][..., :d]))
-    return nll + reward_fit_scale * reward_error + bounds, (nll, reward_error)
+    dims = d + 1 if reward_nll else d
+    bounds = model.config.logvar_bound_coef * (jnp.sum(p["max_logvar"][..., :dims])
+                                               - jnp.sum(p["min_logvar"][..., :dims]))
+    reward_term = (jnp.mean(per_dim[:, d]) if reward_nll
+                   else reward_fit_scale * reward_error)
+    return nll + reward_term + bounds, (nll, reward_error)
 
 
 def _done(termination_fn, next_obs):
@@ -188,8 +214,22 @@ class ARMOR(dynamics.SharedModel, Algorithm):
     name = "armor"
 
     def __post_init__(self):
-        self._parts(agent=sac.Agent(self.config.agent, self.spec.obs_dim, self.spec.act_dim),
-                    model_tx=optax.adam(self.config.model_lr))
+        config = self.config
+        if config.reference == "bc":
+            reference, hidden = None, config.agent.hidden_dims
+        else:
+            reference, hidden = load_reference(config.reference, self.spec), \
+                config.reference_hidden_dims
+        self._parts(agent=sac.Agent(config.agent, self.spec.obs_dim, self.spec.act_dim),
+                    model_tx=optax.adam(config.model_lr),
+                    ref_actor=TanhGaussianPolicy(tuple(hidden), self.spec.act_dim),
+                    reference_params=reference)
+        if reference is not None:
+            check_reference(reference, self.ref_actor, self.spec, config.reference)
+
+    def reference_sample(self, ref_params, obs, key):
+        """Actions ``a ~ pi_ref(.|s)`` for ``obs`` ``(..., obs)``."""
+        return sample_tanh_gaussian(*self.ref_actor.apply(ref_params, obs), key)[0]
 
     def init(self, key, dataset, pretrained=None) -> ArmorState:
         """``pretrained``: this seed's :meth:`pretrain` model (else fitted here); the warm start
@@ -203,6 +243,16 @@ class ARMOR(dynamics.SharedModel, Algorithm):
             agent, _ = atac.warm_start(self.agent, agent, config, dataset, warm_key,
                                        config.warmstart_steps)
         model = dynamics.fit_or_take(key, spec, dataset, config.dynamics, pretrained)
+        if self.reference_params is None:
+            ref_params = agent.actor_params
+        else:
+            ref_params = jax.tree_util.tree_map(jnp.asarray, self.reference_params)
+            if (jax.tree_util.tree_structure(ref_params)
+                    == jax.tree_util.tree_structure(agent.actor_params)
+                    and all(a.shape == b.shape for a, b in zip(
+                        jax.tree_util.tree_leaves(ref_params),
+                        jax.tree_util.tree_leaves(agent.actor_params), strict=True))):
+                agent = agent.replace(actor_params=ref_params)  # pi starts AS pi_ref
         if config.v_max is None:
             v_max = jnp.max(jnp.abs(dataset.rewards)) / (1.0 - config.agent.gamma)
         else:
@@ -210,13 +260,14 @@ class ARMOR(dynamics.SharedModel, Algorithm):
         reward_fit_scale = 1.0 / jnp.maximum(jnp.square(v_max), 1e-12)
         return ArmorState(
             agent=agent,
-            ref_actor_params=agent.actor_params,
+            ref_actor_params=ref_params,
             model=model,
             model_opt=self.model_tx.init(model.params),
             model_buffer=model_buffer.init_buffer(config.model_buffer_capacity, spec.obs_dim,
                                                   spec.act_dim),
             rollout_obs=jnp.zeros((2, config.batch_size, spec.obs_dim), jnp.float32),
             reward_fit_scale=reward_fit_scale,
+            beta=jnp.asarray(config.beta, jnp.float32),
         )
 
     def expand_model_data(self, state: ArmorState, reset_obs, key, reset) -> ArmorState:
@@ -226,7 +277,7 @@ class ARMOR(dynamics.SharedModel, Algorithm):
         pi_key, ref_key, noise_key = jax.random.split(key, 3)
         starts = jnp.where(reset, reset_obs[None], state.rollout_obs)
         pi_act, _ = self.agent.sample(state.agent.actor_params, starts[0], pi_key)
-        ref_act, _ = self.agent.sample(state.ref_actor_params, starts[1], ref_key)
+        ref_act = self.reference_sample(state.ref_actor_params, starts[1], ref_key)
         actions = jnp.stack([pi_act, ref_act]).reshape(-1, pi_act.shape[-1])
         flat_starts = starts.reshape(-1, starts.shape[-1])
         next_obs, rewards = model_transition(state.model, state.model.params, flat_starts,
@@ -251,7 +302,7 @@ class ARMOR(dynamics.SharedModel, Algorithm):
                                         self.config.model_batch_size)
         obs = jnp.concatenate([real.observations, simulated.observations])
         pi_act = self.agent.sample(state.agent.actor_params, obs, pi_key)[0]
-        ref_act = self.agent.sample(state.ref_actor_params, obs, ref_key)[0]
+        ref_act = self.reference_sample(state.ref_actor_params, obs, ref_key)
         return AdversaryBatch(obs=obs, act=jnp.concatenate([real.actions, simulated.actions]),
                               pi_act=jax.lax.stop_gradient(pi_act),
                               ref_act=jax.lax.stop_gradient(ref_act),
@@ -278,7 +329,7 @@ class ARMOR(dynamics.SharedModel, Algorithm):
                                      config.agent.gamma, config.residual_weight)
         relative = jnp.mean(q_pi - q_ref, axis=-1)
         fit, (nll, reward_error) = model_fit(model, model_params, batch.real,
-                                             state.reward_fit_scale)
+                                             state.reward_fit_scale, config.model_fit == "nll")
         per_critic = relative + beta * bellman + model_fit_weight * fit
         loss = jnp.sum(per_critic) / jnp.maximum(1.0, beta)
         return loss, {"adversary_loss": loss, "relative_value": relative[0],
@@ -299,7 +350,7 @@ class ARMOR(dynamics.SharedModel, Algorithm):
         # 5: the adversary, critics and model in one differentiation.
         (_, metrics), (critic_grads, model_grads) = jax.value_and_grad(
             self.adversary_loss, argnums=(1, 2), has_aux=True)(
-            state, state.agent.critic_params, model.params, batch, next_key, config.beta,
+            state, state.agent.critic_params, model.params, batch, next_key, state.beta,
             config.model_fit_weight)
         agent = atac.critic_step(self.agent, state.agent, critic_grads, config.norm_constraint)
         updates, model_opt = self.model_tx.update(model_grads, state.model_opt, model.params)
@@ -315,9 +366,35 @@ class ARMOR(dynamics.SharedModel, Algorithm):
         return self.agent.act(state.agent, obs, key, deterministic)
 
     def reference_act(self, state: ArmorState, obs, key, deterministic: bool = True):
-        """pi_ref's action (the behaviour-cloned reference the policy must not fall below)."""
-        return self.agent.act(state.agent.replace(actor_params=state.ref_actor_params), obs,
-                              key, deterministic)
+        """pi_ref's action (the reference the policy must not fall below)."""
+        return squashed_action(*self.ref_actor.apply(state.ref_actor_params, obs), key,
+                               deterministic)
+
+
+def load_reference(reference: str, spec) -> dict:
+    """pi_ref's parameters (numpy) for ``ArmorConfig.reference``: a shipped role of
+    ``spec.name``'s behaviour policies, or an actor file."""
+    from offrl_jax.generation import policies
+
+    if reference.endswith(".npz"):
+        return policies.load_actor(reference)
+    if reference in ("medium", "expert"):
+        return policies.load_role(spec.name, reference)
+    raise ValueError(f"armor.reference: expected 'bc', 'medium', 'expert' or the path of an "
+                     f"actor file ending in .npz, found {reference!r}")
+
+
+def check_reference(ref_params, ref_actor, spec, source: str) -> None:
+    """Raise a ValueError naming the file and the expected and found shapes unless
+    ``ref_params`` fit ``ref_actor`` on ``spec``'s observations and actions."""
+    expected = jax.eval_shape(ref_actor.init, jax.random.PRNGKey(0),
+                              jnp.zeros((1, spec.obs_dim)))
+    shapes = lambda tree: jax.tree_util.tree_map(lambda x: tuple(x.shape), tree)  # noqa: E731
+    if shapes(expected) != shapes(ref_params):
+        raise ValueError(f"armor.reference {source}: parameter shapes expected "
+                         f"{shapes(expected)} (reference_hidden_dims="
+                         f"{tuple(ref_actor.hidden_dims)}, obs {spec.obs_dim}, act "
+                         f"{spec.act_dim}), found {shapes(ref_params)}")
 
 
 # The ARMOR paper's per-dataset settings are not checked yet; the defaults above apply to every

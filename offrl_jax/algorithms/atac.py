@@ -134,7 +134,10 @@ def actor_step(agent: sac.Agent, state: sac.State, config, obs, key):
         actions, logp = agent.sample(actor_params, obs, key)
         value = jnp.mean(agent.q(state.critic_params, obs, actions)[0])
         entropy = -jnp.mean(logp)
-        weighted = jnp.where(alpha > 1, -value / alpha - entropy, -value - alpha * entropy)
+        # Both branches are evaluated: divide by max(alpha, 1) so alpha = 0 (no entropy term)
+        # keeps the unused branch, and with it the gradient, finite.
+        weighted = jnp.where(alpha > 1, -value / jnp.maximum(alpha, 1.0) - entropy,
+                             -value - alpha * entropy)
         return weighted, value
 
     (loss, value), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.actor_params)
