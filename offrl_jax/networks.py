@@ -101,3 +101,47 @@ def squashed_action(mean, log_std, key, deterministic: bool):
     if deterministic:
         return jnp.tanh(mean)
     return sample_tanh_gaussian(mean, log_std, key)[0]
+
+
+class LayerNormMLP(nn.Module):
+    """An MLP whose hidden layers are Dense -> activation -> LayerNorm (ReBRAC's critic; the
+    output layer is a plain Dense)."""
+
+    hidden_dims: Sequence[int]
+    output_dim: int
+    activation: str = "relu"
+
+    @nn.compact
+    def __call__(self, x):
+        act = getattr(nn, self.activation)
+        for width in self.hidden_dims:
+            x = nn.LayerNorm()(act(nn.Dense(width)(x)))
+        return nn.Dense(self.output_dim)(x)
+
+
+class LayerNormQEnsemble(nn.Module):
+    """:class:`QEnsemble` with :class:`LayerNormMLP` members: ``(num_qs, ...)``."""
+
+    hidden_dims: Sequence[int]
+    num_qs: int = 2
+
+    @nn.compact
+    def __call__(self, obs, act):
+        ensemble = nn.vmap(
+            LayerNormMLP, variable_axes={"params": 0}, split_rngs={"params": True},
+            in_axes=None, out_axes=0, axis_size=self.num_qs)
+        return ensemble(self.hidden_dims, 1)(jnp.concatenate([obs, act], axis=-1))[..., 0]
+
+
+class DeterministicTanhPolicy(nn.Module):
+    """``obs -> action`` in (-1, 1): tanh of an MLP's output (TD3's actor); ``layer_norm`` puts
+    a LayerNorm after each hidden activation."""
+
+    hidden_dims: Sequence[int]
+    act_dim: int
+    layer_norm: bool = False
+
+    @nn.compact
+    def __call__(self, obs):
+        body = LayerNormMLP if self.layer_norm else MLP
+        return jnp.tanh(body(self.hidden_dims, self.act_dim)(obs))

@@ -12,7 +12,8 @@ import importlib
 
 from offrl_jax.algorithms.base import Algorithm, Registration
 
-_MODULES = ("armor", "atac", "bc", "combo", "cql", "iql", "mopo", "morel", "rambo")
+_MODULES = ("armor", "atac", "bc", "combo", "cql", "iql", "mopo", "morel", "rambo", "rebrac",
+            "td3bc")
 
 ALGORITHMS: dict[str, Registration] = {}
 for _name in _MODULES:

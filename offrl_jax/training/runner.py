@@ -89,7 +89,7 @@ RUN_PROFILES = {
     "tiny": RunProfile("tiny", TrainConfig(num_updates=200, eval_every=100, eval_episodes=2),
                        "tiny", ("hopper-medium",), 2,
                        {"*": {"agent.hidden_dims": (32, 32), "hidden_dims": (32, 32),
-                              "batch_size": 64, **_TINY_MODEL},
+                              "td3.hidden_dims": (32, 32), "batch_size": 64, **_TINY_MODEL},
                         "armor": _ARMOR_MODEL}),
     # quick: a 2-core CPU smoke run of every algorithm on one generated task.
     # The conservative critics (30 sampled actions per state) are ~100x costlier per update
@@ -115,6 +115,9 @@ RUN_PROFILES = {
                                                        "warmstart_steps": 1_000,
                                                        "agent.actor_lr": 1.5e-4,
                                                        "model_buffer_capacity": 100_000},
+                                             # ReBRAC's batch of 1024 runs 4x slower on
+                                             # 2 cores; its LayerNorm 3 x 256 critics stay.
+                                             "rebrac": {"batch_size": 256},
                                              "atac": {"agent.hidden_dims": (256, 256),
                                                       "warmstart_steps": 1_000,
                                                       "agent.actor_lr": 1e-4}},
