@@ -217,13 +217,19 @@ SHARDED_SCRIPT = textwrap.dedent("""
     train = TrainConfig(num_updates=40, eval_every=20, eval_episodes=1)
     out = {}
     for name, shard, seeds in (("True", True, [0, 1, 2, 3]), ("False", False, [0, 1, 2, 3]),
-                               ("swapped", True, [1, 0, 3, 2])):
+                               ("swapped", True, [1, 0, 3, 2]), ("five", True, [0, 1, 2, 3, 4])):
         trainer = Trainer(algo, config, data, get_env_spec("hopper"), seeds, train,
                           shard=shard)
+        trained = []
+        trainer._interval = (lambda f: lambda *a: trained.append(len(a[1])) or f(*a))(
+            trainer._interval)
         carry = trainer.run()
         leaf = jax.tree_util.tree_leaves(carry["state"].actor_params)[0]
         out[name] = {"devices": len(leaf.sharding.device_set),
+                           "trained_devices": len(trainer.keys.sharding.device_set),
+                           "trained_rows": trained, "padding": trainer.num_padding,
                            "params": np.asarray(leaf).tolist(),
+                           "seeds": [r["seed"] for r in carry["records"]],
                            "scores": [r["normalized_score"] for r in carry["records"]]}
     json.dump(out, sys.stdout)
 """)
@@ -247,6 +253,14 @@ def test_sharded_and_unsharded_runs_agree():
     np.testing.assert_allclose(out["True"]["params"], out["False"]["params"], rtol=1e-5,
                                atol=1e-6)
     np.testing.assert_allclose(out["True"]["scores"], out["False"]["scores"], rtol=1e-4)
+    # 5 seeds on 4 devices: 3 padding rows make 8, so all 4 devices train; the padding is
+    # never recorded or returned, and the first 4 seeds train as in the 4-seed run.
+    five = out["five"]
+    assert five["trained_devices"] == 4 and five["padding"] == 3
+    assert five["trained_rows"] == [8, 8] and len(five["params"]) == 5
+    assert five["seeds"] == [0, 1, 2, 3, 4] * 2
+    np.testing.assert_allclose(np.asarray(five["params"])[:4], out["True"]["params"],
+                               rtol=1e-5, atol=1e-6)
 
 
 def test_schedule_flags_records_every_episode_and_config_json_relaunches(toy_hopper_dataset,

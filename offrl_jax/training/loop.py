@@ -146,6 +146,13 @@ def _keep_if(condition, new, old):
     return jax.tree_util.tree_map(lambda n, o: jnp.where(condition, n, o), new, old)
 
 
+def padding_rows(num_rows: int, shard: bool = True) -> int:
+    """Rows to add so ``num_rows`` divides over every local device (0 on one device or without
+    sharding): 5 seeds on 4 devices train 8 rows, 3 of them padding, so no device idles."""
+    devices = len(jax.devices()) if shard else 1
+    return (-num_rows) % devices if devices > 1 else 0
+
+
 def seed_sharding(num_seeds: int):
     """Shard the seed axis over all devices when it divides evenly, else keep one device."""
     devices = jax.devices()
@@ -187,18 +194,24 @@ class Trainer:
         self.points = [dict(zip(self.sweep, combination, strict=True))
                        for combination in itertools.product(*self.sweep.values())]
         self.rows = [(point, seed) for point in self.points for seed in self.seeds]
+        # Padding rows (copies of the last row, trained but never recorded or evaluated) make
+        # the rows divide over the local devices, so every device trains.
+        self.num_padding = padding_rows(len(self.rows), shard)
+        self._padded_rows = self.rows + [self.rows[-1]] * self.num_padding
         self.num_intervals = train.num_updates // train.eval_every
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
         self.model_store, self.log, self._shard = model_store, log, shard
         self._manager: ocp.CheckpointManager | None = None
         self.models_report: dict | None = None
         self._pretrained = None
-        seed_shard, replicated = seed_sharding(len(self.rows)) if shard else (None, None)
+        seed_shard, replicated = (seed_sharding(len(self._padded_rows)) if shard
+                                  else (None, None))
         self._seed_shard = seed_shard
         self.dataset = jax.device_put(dataset, replicated) if replicated else dataset
-        keys = jnp.stack([jax.random.PRNGKey(seed) for _, seed in self.rows])
+        keys = jnp.stack([jax.random.PRNGKey(seed) for _, seed in self._padded_rows])
         self.keys = self._place(keys)
-        leaves = {name: jnp.asarray([point[name] for point, _ in self.rows], jnp.float32)
+        leaves = {name: jnp.asarray([point[name] for point, _ in self._padded_rows],
+                                    jnp.float32)
                   for name in self.sweep}
         self.leaves = self._place(leaves)
 
@@ -228,17 +241,26 @@ class Trainer:
             one = jax.eval_shape(self.algorithm.pretrain, _init_key(jax.random.PRNGKey(0)),
                                  self.dataset)
             pretrained = jax.tree_util.tree_map(
-                lambda x: jax.ShapeDtypeStruct((len(self.rows),) + x.shape, x.dtype), one)
+                lambda x: jax.ShapeDtypeStruct((len(self._padded_rows),) + x.shape, x.dtype),
+                one)
         return jax.eval_shape(self._init, self.keys, self.leaves, pretrained, self.dataset)
 
     def restore_final(self) -> dict:
         """The newest checkpoint's carry (``state``, ``failed``, ``next_interval``,
-        ``records``), restored into :meth:`abstract_state`; FileNotFoundError without one."""
-        failed = jax.ShapeDtypeStruct((len(self.rows),), jnp.bool_)
+        ``records``), restored into :meth:`abstract_state`, padding rows dropped;
+        FileNotFoundError without one."""
+        failed = jax.ShapeDtypeStruct((len(self._padded_rows),), jnp.bool_)
         restored = self._restore({"state": self.abstract_state(), "failed": failed})
         if restored is None:
             raise FileNotFoundError(f"{self.checkpoint_dir}: no checkpoint to evaluate")
-        return restored
+        return {**restored, "state": self.real_rows(restored["state"]),
+                "failed": self.real_rows(restored["failed"])}
+
+    def real_rows(self, tree):
+        """``tree`` (leading axis: every trained row) without its padding rows."""
+        if not self.num_padding:
+            return tree
+        return jax.tree_util.tree_map(lambda leaf: leaf[:len(self.rows)], tree)
 
     def fingerprint(self) -> dict:
         """What a checkpoint must match to be resumed (the number of updates may grow)."""
@@ -248,6 +270,8 @@ class Trainer:
                        "dataset_size": int(self.dataset.size)}
         if self.sweep:  # only then, so checkpoints of unswept runs written before still match
             fingerprint["sweep"] = self.sweep
+        if self.num_padding:  # another device count pads differently: another state shape
+            fingerprint["padding_rows"] = self.num_padding
         return fingerprint
 
     def _place(self, tree):
@@ -280,6 +304,7 @@ class Trainer:
             # last key repeated) keeps a seed's model independent of which seeds the store
             # lacked, so a partly filled store changes no numbers either.
             rows = list(indices) + [indices[-1]] * max(0, MIN_FIT_ROWS - len(indices))
+            rows += [indices[-1]] * padding_rows(len(rows), self._shard)
             keys = jnp.stack([init_keys[i] for i in rows])
             sharding, _ = seed_sharding(len(rows)) if self._shard else (None, None)
             fitted = fit_program(jax.device_put(keys, sharding) if sharding else keys,
@@ -289,7 +314,7 @@ class Trainer:
         per_seed, self.models_report = load_or_fit(self.model_store, entries, template, fit,
                                                    self.log)
         # Rows are (sweep point, seed): every point's row of a seed gets that seed's model.
-        rows = np.asarray([seeds.index(seed) for _, seed in self.rows])
+        rows = np.asarray([seeds.index(seed) for _, seed in self._padded_rows])
         self._pretrained = jax.device_put(
             jax.tree_util.tree_map(lambda leaf: leaf[rows], per_seed), self._seed_shard)
         return self.models_report
@@ -298,13 +323,13 @@ class Trainer:
         self.prepare_models()
         pretrained, self._pretrained = self._pretrained, None
         state = self._place(self._init(self.keys, self.leaves, pretrained, self.dataset))
-        failed = self._place(jnp.zeros(len(self.rows), bool))
+        failed = self._place(jnp.zeros(len(self._padded_rows), bool))
         return {"state": state, "failed": failed, "next_interval": 0, "records": []}
 
     def run(self, on_interval: Callable | None = None) -> dict:
         """Train to the end (resuming from the last checkpoint) and return the final carry:
-        ``state``, ``failed (rows,)`` and ``records``: one dict per row per evaluation (with
-        ``"sweep": {leaf: value}`` after ``"seed"`` when sweeping).
+        ``state``, ``failed (rows,)`` (padding rows dropped) and ``records``: one dict per row
+        per evaluation (with ``"sweep": {leaf: value}`` after ``"seed"`` when sweeping).
 
         ``on_interval(done, total, all_records, new_records)`` is called after each interval.
         """
@@ -345,7 +370,8 @@ class Trainer:
         if self._manager is not None:
             self._manager.close()
             self._manager = None
-        return carry
+        return {**carry, "state": self.real_rows(carry["state"]),
+                "failed": self.real_rows(carry["failed"])}
 
     def _evaluate(self, state, interval: int):
         """The evaluation's returns, lengths and normalized scores, ``(rows, episodes)`` each
@@ -353,7 +379,7 @@ class Trainer:
         episodes (start states and policy keys) as an unswept run of these seeds: one
         evaluation with one group of rows per point."""
         eval_key = jax.random.fold_in(jax.random.PRNGKey(self.seeds[0]), 10_000 + interval)
-        return self.evaluator(state, eval_key, groups=len(self.points))
+        return self.evaluator(self.real_rows(state), eval_key, groups=len(self.points))
 
     # Checkpoints: orbax's CheckpointManager, one step per evaluation interval (the state
     # pytree and a JSON header with the fingerprint and the records), the last two kept. A step
