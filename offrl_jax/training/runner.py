@@ -83,7 +83,8 @@ _TINY_MODEL = {
 
 # The papers' (or their reference code's) number of updates, where it is not the profile's 1M;
 # sources: docs/algorithms.md#training-length.
-FULL_UPDATES = {"mopo": {"num_updates": 3_000_000}, "rambo": {"num_updates": 2_000_000}}
+FULL_UPDATES = {"mopo": {"num_updates": 3_000_000}, "rambo": {"num_updates": 2_000_000},
+                "sacn": {"num_updates": 3_000_000}, "edac": {"num_updates": 3_000_000}}
 
 RUN_PROFILES = {
     "tiny": RunProfile("tiny", TrainConfig(num_updates=200, eval_every=100, eval_episodes=2),
@@ -118,6 +119,14 @@ RUN_PROFILES = {
                                              # ReBRAC's batch of 1024 runs 4x slower on
                                              # 2 cores; its LayerNorm 3 x 256 critics stay.
                                              "rebrac": {"batch_size": 256},
+                                             # hopper-medium's 500 (SAC-N) and 50 (EDAC)
+                                             # critics take hours on 2 cores: 10 here, the
+                                             # tables' N on a GPU.
+                                             "sacn": {"agent.num_qs": 10,
+                                                      "agent.hidden_dims": (256, 256)},
+                                             "edac": {"agent.num_qs": 10,
+                                                      "agent.hidden_dims": (128, 128),
+                                                      "batch_size": 128},
                                              "atac": {"agent.hidden_dims": (256, 256),
                                                       "warmstart_steps": 1_000,
                                                       "agent.actor_lr": 1e-4}},
