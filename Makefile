@@ -8,18 +8,36 @@ ENV ?= hopper
 # first command on a fresh clone.
 STAMP := $(VENV)/.installed
 
+# GPU=1 (the default where `nvidia-smi -L` lists a GPU): CUDA-enabled JAX. The environment sees
+# the system's packages, so a GPU image's own jax (within pyproject's ranges) is used as is;
+# otherwise jax[cuda$(CUDA)] comes from PyPI. CPU: the pinned versions of constraints.txt.
+GPU ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1 || echo 0)
+CUDA ?= 12
+ifeq ($(GPU),1)
+VENV_FLAGS := --system-site-packages
+# No cuda extra when the system's jax already runs on the GPU (one import, GPU installs only).
+HAVE_GPU_JAX = $(shell $(PYTHON) -c "import jax, sys; sys.exit(jax.default_backend() != 'gpu')" >/dev/null 2>&1 && echo 1)
+EXTRAS = dev$(if $(HAVE_GPU_JAX),,$(comma)cuda$(CUDA))
+CONSTRAINTS :=
+else
+VENV_FLAGS :=
+EXTRAS = dev
+CONSTRAINTS := -c constraints.txt
+endif
+comma := ,
+
 .PHONY: install test test-all benchmark data lint clean
 
 $(PY):
-	$(PYTHON) -m venv $(VENV)
+	$(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
 	$(PY) -m pip install --upgrade pip
 
 install: $(PY)
-	$(PY) -m pip install -e ".[dev]"
+	$(PY) -m pip install -e ".[$(EXTRAS)]" $(CONSTRAINTS)
 	touch $(STAMP)
 
-$(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install -e ".[dev]"
+$(STAMP): pyproject.toml constraints.txt | $(PY)
+	$(PY) -m pip install -e ".[$(EXTRAS)]" $(CONSTRAINTS)
 	touch $(STAMP)
 
 # The fast set (every module; budget 15 min on 2 cores). test-all adds the tests marked slow.
