@@ -26,7 +26,7 @@ CONSTRAINTS := -c constraints.txt
 endif
 comma := ,
 
-.PHONY: install test test-all benchmark data lint clean
+.PHONY: install test test-all benchmark validate data lint clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
@@ -49,6 +49,15 @@ test-all: $(STAMP)
 
 benchmark: $(STAMP)
 	$(PY) -m offrl_jax.cli bench $(if $(PROFILE),--profile $(PROFILE),)
+
+# The reproduction report (README "Validation"): hours of CPU, resumable (re-run to continue).
+# Cheap algorithms with 5 seeds, costly ones with 3, merged into results/validate.
+VALIDATE_FIVE := bc iql td3bc rebrac mopo morel
+VALIDATE_THREE := cql combo atac rambo armor mobile sacn edac
+validate: $(STAMP)
+	$(PY) -m offrl_jax.cli bench --profile validate --algos $(VALIDATE_FIVE) --seeds 5 --out results/validate/five-seeds
+	$(PY) -m offrl_jax.cli bench --profile validate --algos $(VALIDATE_THREE) --seeds 3 --out results/validate/three-seeds
+	$(PY) -m offrl_jax.cli report results/validate/five-seeds results/validate/three-seeds --out results/validate
 
 data: $(STAMP)
 	$(PY) -m offrl_jax.cli data generate --env $(ENV) $(if $(PROFILE),--profile $(PROFILE),)

@@ -319,19 +319,19 @@ def test_tiny_run_through_the_runner(toy_hopper_dataset, tmp_path):
 
     write_d4rl_hdf5(tmp_path / "toy.hdf5", toy_hopper_dataset)
     # EDAC runs SAC-N's update plus its term, so this one run covers both update paths.
-    rows = run_benchmark(["edac"], [f"toy-hopper=hopper:{tmp_path / 'toy.hdf5'}"], [0], "tiny",
+    rows = run_benchmark(["edac"], [f"edac-toy=hopper:{tmp_path / 'toy.hdf5'}"], [0], "tiny",
                          tmp_path / "run", overrides={"edac": {"agent.num_qs": 3}},
                          progress=False,
                          schedule={"num_updates": 20, "eval_every": 10, "eval_episodes": 1})
     resolved = json.loads((tmp_path / "run" / "config.json").read_text())["settings"][
-        "edac/toy-hopper"]
+        "edac/edac-toy"]
     assert resolved["agent.num_qs"] == 3 and resolved["eta"] == 1.0
     assert resolved["agent.hidden_dims"] == [32, 32] and resolved["batch_size"] == 64  # tiny's
     records = [json.loads(line) for line in
-               (tmp_path / "run" / "records" / "edac__toy-hopper.jsonl").read_text().splitlines()]
+               (tmp_path / "run" / "records" / "edac__edac-toy.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [10, 20]
     assert all(np.isfinite(r["normalized_score"]) and not r["failed"] for r in records)
-    log = (tmp_path / "run" / "logs" / "edac__toy-hopper" / "seed0.csv").read_text()
+    log = (tmp_path / "run" / "logs" / "edac__edac-toy" / "seed0.csv").read_text()
     assert {"critic_loss", "ensemble_similarity", "q_std"} <= set(log.splitlines()[0].split(","))
-    row_ = next(r for r in rows if r["algorithm"] == "edac" and r["task"] == "toy-hopper")
+    row_ = next(r for r in rows if r["algorithm"] == "edac" and r["task"] == "edac-toy")
     assert row_["seeds"] == 1 and row_["failed_seeds"] == 0

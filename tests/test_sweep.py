@@ -110,7 +110,7 @@ def test_bad_leaf_fails_before_any_data_or_training(tmp_path, monkeypatch, capsy
         raise AssertionError("the sweep must be checked before data is made or trained on")
 
     monkeypatch.setattr(runner, "ensure_dataset", no_training)
-    monkeypatch.setattr(runner, "Trainer", no_training)
+    monkeypatch.setattr(runner, "run_cell", no_training)  # every cell trains through it
     with pytest.raises(SweepError, match=r"'lambda'.*mopo.*penalty_coef"):
         runner.run_benchmark(["mopo"], ["hopper-medium"], [0], "tiny", tmp_path,
                              sweep={"lambda": [0.5, 1.0]})

@@ -3,7 +3,8 @@
 Resolution order of :func:`load_task_dataset` (the first that exists wins):
 
 1. the task's own ``path`` (registered tasks): ``fmt`` "d4rl" -> :func:`read_d4rl_hdf5`,
-   "minari" -> :func:`read_minari`; a missing path is an error, not a fallback;
+   "minari" -> :func:`read_minari`, or through the ``minari`` package (:func:`read_minari_id`)
+   for a task named by a Minari id; a missing path is an error, not a fallback;
 2. a real D4RL download in ``$OFFRL_D4RL_DIR``: ``{env}_{kind with '-' -> '_'}-v2.hdf5``
    (D4RL's own names, e.g. ``hopper_medium_replay-v2.hdf5``), then ``{env}-{kind}-v2.hdf5``;
 3. the suite's generated file ``generated_dataset_path(env, kind, profile)`` (its name carries
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from offrl_jax.data.d4rl import read_d4rl_hdf5
 from offrl_jax.data.dataset import Dataset
-from offrl_jax.data.minari import read_minari
+from offrl_jax.data.minari import read_minari, read_minari_id
 from offrl_jax.tasks import Task, get_env_spec, get_task
 
 DATA_DIR_VAR = "OFFRL_DATA_DIR"
@@ -108,6 +109,8 @@ def load_task_dataset(task: Task | str, profile: str = "quick") -> Dataset:
     """Load and validate a task's dataset (order in the module docstring)."""
     task = get_task(task) if isinstance(task, str) else task
     path, fmt = find_task_dataset(task, profile)
+    if task.minari_id is not None:
+        return read_minari_id(task.minari_id, env=task.env)
     if fmt == "minari":
         return read_minari(path, env=task.env)
     if fmt == "d4rl":

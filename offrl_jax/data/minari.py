@@ -1,4 +1,5 @@
-"""Read (and, for tests and conversions, write) Minari HDF5 datasets without the minari package.
+"""Read (and, for tests and conversions, write) Minari HDF5 datasets without the minari package;
+read a Minari dataset named by its id through the package (:func:`read_minari_id`).
 
 Layout (Minari 0.5, ``docs/algorithms.md#d4rl-conventions``): ``<dataset>/data/metadata.json`` and
 ``<dataset>/data/main_data.hdf5``; the HDF5 file has one group ``episode_<i>`` per episode with
@@ -9,7 +10,8 @@ terminations, ``timeouts`` from truncations and ``episode_ids = i``; no row is d
 Minari stores every episode's final observation.
 
 ``metadata.json`` must exist and its ``total_steps`` / ``total_episodes`` must match the file;
-``data_format``, when given, must be ``"hdf5"`` (Minari's arrow format is not read here).
+``data_format``, when given, must be ``"hdf5"`` (Minari's arrow format is not read here; through
+the package, :func:`read_minari_id` reads whatever format the package reads).
 """
 
 from __future__ import annotations
@@ -137,7 +139,18 @@ def _read_episode(group, name: str, source: str) -> dict[str, np.ndarray]:
             raise error(source, f"{name}/{key}", "one array (a Box observation space)",
                         "a group (a Dict/Tuple observation space, not supported)")
         episode[key] = read_array(group, key, source)
+    _check_episode(episode, name, source)
+    steps = len(episode["actions"])
+    recorded = group.attrs.get("total_steps")
+    if recorded is not None and int(recorded) != steps:
+        raise error(source, f"{name}.attrs['total_steps']", f"{steps} (the episode's actions)",
+                    str(int(recorded)))
+    return episode
 
+
+def _check_episode(episode: dict, name: str, source: str) -> None:
+    """An episode's arrays fit together: T actions, T + 1 observations, T rewards and flags,
+    flags only on the last step."""
     steps = np.shape(episode["actions"])[0] if np.ndim(episode["actions"]) else 0
     observations = episode["observations"]
     if np.ndim(observations) != 2 or observations.shape[0] != steps + 1:
@@ -149,10 +162,6 @@ def _read_episode(group, name: str, source: str) -> dict[str, np.ndarray]:
         if length != steps:
             raise error(source, f"{name}/{key}", f"{steps} rows (one per action)",
                         f"shape {np.shape(episode[key])}")
-    recorded = group.attrs.get("total_steps")
-    if recorded is not None and int(recorded) != steps:
-        raise error(source, f"{name}.attrs['total_steps']", f"{steps} (the episode's actions)",
-                    str(int(recorded)))
     for key in ("terminations", "truncations"):
         flags = np.asarray(episode[key]) != 0
         if flags.ndim > 1:
@@ -161,7 +170,45 @@ def _read_episode(group, name: str, source: str) -> dict[str, np.ndarray]:
         if inside.size:
             raise error(source, f"{name}/{key}", "a flag only on the episode's last step",
                         f"one at step {int(inside[0])} of {steps}")
-    return episode
+
+
+def read_minari_id(dataset_id: str, env: str | None = None) -> Dataset:
+    """Load a local Minari dataset named by its id through the ``minari`` package, as a
+    validated :class:`Dataset` (the same rows as :func:`read_minari` gives for its files).
+
+    ``env`` checks the dimensions (a Minari task's spec, registered under the id). Raises
+    :class:`~offrl_jax.tasks.minari.MinariError` without the package, FileNotFoundError (with
+    the ``minari download`` command) when the dataset is not in the local Minari data directory,
+    and :class:`DatasetError` for data that cannot be used.
+    """
+    from offrl_jax.tasks.minari import import_minari, local_dataset_dir
+
+    minari = import_minari(dataset_id)
+    path = local_dataset_dir(dataset_id)
+    source = f"{path} (Minari dataset {dataset_id})"
+    try:
+        dataset = minari.MinariDataset(path / "data")
+        raw = list(dataset.iterate_episodes())
+    except Exception as err:  # minari raises ValueError, AssertionError, KeyError, OSError
+        raise DatasetError(f"{source}: key '/': expected a dataset the minari package reads, "
+                           f"found an error ({type(err).__name__}: {err})") from err
+    if not raw:
+        raise error(source, "episode_0", "at least one episode", "none")
+    episodes = []
+    for item in raw:
+        name = f"episode_{item.id}"
+        if not isinstance(item.observations, np.ndarray):
+            raise error(source, f"{name}/observations", "one array (a Box observation space)",
+                        f"{type(item.observations).__name__} (a Dict/Tuple observation space, "
+                        f"not supported)")
+        episode = {key: np.asarray(getattr(item, key)) for key in EPISODE_KEYS}
+        _check_episode(episode, name, source)
+        episodes.append((int(item.id), episode))
+    _check_widths(episodes, env, source)
+    arrays = episodes_to_arrays(episode for _, episode in episodes)
+    arrays["episode_ids"] = np.concatenate([np.full(len(episode["actions"]), index, np.int64)
+                                            for index, episode in episodes])
+    return Dataset.from_arrays(**arrays, env=env, source=source)
 
 
 def write_minari(path: str | os.PathLike, episodes: Sequence[Mapping[str, np.ndarray]],

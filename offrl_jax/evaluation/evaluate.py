@@ -7,9 +7,11 @@ seeds and jits it once, when the evaluator is made: calling it again with parame
 shapes reuses the compiled program (``docs/algorithms.md#pitfall-7``).
 
 - host backend: one jitted policy call per environment step for all seeds x episodes; the
-  environments are Gymnasium v4, the reference for scores.
+  environments are Gymnasium v4, the reference for scores (or the environment a Minari
+  dataset's metadata names, e.g. v5, for a task named by its Minari id).
 - device backend: reset, policy and MJX physics for every step of every episode in one compiled
-  ``lax.scan``, so a GPU evaluates all seeds x episodes without leaving the device.
+  ``lax.scan``, so a GPU evaluates all seeds x episodes without leaving the device. It runs the
+  built-in v4 environments only (:func:`check_backend`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from offrl_jax.tasks import get_env_spec, normalized_score
+from offrl_jax.tasks.specs import ENV_SPECS, is_builtin_env
 
 ActFn = Callable[[Any, jax.Array, jax.Array, bool], jax.Array]
 BACKENDS = ("host", "device")
@@ -41,6 +44,18 @@ class EvalResult:
     def seed_scores(self) -> np.ndarray:
         """Mean normalized score of each seed, ``(seeds,)``."""
         return self.normalized.mean(axis=1)
+
+
+def check_backend(env: str, backend: str) -> None:
+    """Raise ValueError unless ``backend`` can evaluate ``env``: the device backend (MJX)
+    reproduces the built-in Gymnasium v4 environments only, not a Minari dataset's (v5)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, found {backend!r}")
+    if backend == "device" and not is_builtin_env(env):
+        raise ValueError(
+            f"environment {env!r} ({get_env_spec(env).gym_id}): the device backend (MJX) runs "
+            f"the built-in Gymnasium v4 environments only ({', '.join(sorted(ENV_SPECS))}); "
+            f"evaluate it with the host backend (--eval-backend host)")
 
 
 def _num_seeds(params) -> int:
@@ -85,8 +100,7 @@ class Evaluator:
 
     def __init__(self, env: str, act_fn: ActFn, num_episodes: int = 10, backend: str = "host",
                  max_steps: int | None = None, deterministic: bool = True):
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, found {backend!r}")
+        check_backend(env, backend)
         self.spec = get_env_spec(env)
         self.num_episodes = num_episodes
         self.backend = backend

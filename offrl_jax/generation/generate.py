@@ -224,7 +224,8 @@ def _shipped_collect(env: str, kind: str, profile: GenerationProfile, seed: int,
                 "shipped medium then expert data, concatenated")
     # medium-replay: each piece of the schedule, scaled, collected by one environment as the
     # training run collected it (several environments would favour short episodes).
-    scale = profile.dataset_size / FULL_SIZE
+    scale = (profile.replay_scale if profile.replay_scale is not None
+             else profile.dataset_size / FULL_SIZE)
     parts = []
     pieces = manifest["medium_replay"]["pieces"]
     bar = tqdm(total=len(pieces), desc=f"{env}-medium-replay", unit="piece",

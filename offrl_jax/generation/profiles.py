@@ -26,6 +26,7 @@ class GenerationProfile:
     collect_envs: int                # environments stepped together while collecting datasets
     sac: sac.Config = sac.Config()
     batch_size: int = 256            # behaviour SAC minibatch
+    replay_scale: float | None = None  # medium-replay's schedule scale; None: dataset_size / 1M
 
     def steps_for(self, env: str) -> int:
         try:
@@ -50,6 +51,14 @@ PROFILES = {
         # From shipped policies: 200k rows per policy (medium-replay: its schedule x 0.2), the
         # size the reproduction report asks for, about a minute per dataset on 2 cores.
         dataset_size=200_000, collect_envs=10),
+    # The reproduction report's data (offrl bench --profile validate): 200k rows per policy
+    # (medium-expert 400k) and medium-replay's whole schedule (hopper 240k), the sizes it asks for.
+    "validate": GenerationProfile(
+        name="validate",
+        train_steps={"halfcheetah": 60_000, "hopper": 60_000, "walker2d": 60_000,
+                     "ant": 60_000},
+        start_steps=5_000, segment_steps=1_000, eval_every_segments=4, eval_episodes=4,
+        dataset_size=200_000, collect_envs=10, replay_scale=1.0),
     "full": GenerationProfile(
         name="full",
         train_steps={env: 1_000_000 for env in ("halfcheetah", "hopper", "walker2d", "ant")},

@@ -9,6 +9,7 @@ from offrl_jax.models.ensemble import (
     evaluate,
     init_ensemble,
     predict,
+    sample_members,
     sample_step,
     select_seed,
     train_ensemble,
@@ -20,6 +21,6 @@ from offrl_jax.models.rollout import Rollout, rollout
 __all__ = [
     "PENALTY_NAMES", "EnsembleConfig", "EnsembleState", "ModelBuffer", "Rollout", "Transitions",
     "add", "evaluate", "init_buffer", "init_ensemble", "predict", "restore_model", "rollout",
-    "sample", "sample_step", "save_model", "select_seed", "train_ensemble", "train_ensembles",
-    "uncertainty_penalties",
+    "sample", "sample_members", "sample_step", "save_model", "select_seed", "train_ensemble",
+    "train_ensembles", "uncertainty_penalties",
 ]

@@ -239,6 +239,25 @@ def sample_step(model_state: EnsembleState, key, obs, act, deterministic: bool =
     return next_obs, reward, info
 
 
+@functools.partial(jax.jit, static_argnames="num_samples")
+def sample_members(model_state: EnsembleState, key, obs, act, num_samples: int):
+    """``num_samples`` draws from EVERY member's Gaussian for the same (obs, act): what each
+    member thinks can follow (MOBILE's per-member Bellman targets).
+
+    obs (..., obs_dim), act (..., act_dim) -> next_obs (num_samples, M, ..., obs_dim), reward
+    (num_samples, M, ...). Pass ``parts.rollouts.elites_only(model_state)`` to draw from the
+    elites only.
+    """
+    mean, logvar = predict(model_state, obs, act)
+    shape = (num_samples,) + mean.shape
+    # Drawn flat, then shaped: XLA on a CPU takes seconds to compile the same draw made in a
+    # many-dimensional shape (5 s against 0.3 s for 10 x 4 x 122 x 12 normals, jax 0.10).
+    noise = jax.random.normal(key, (math.prod(shape),)).reshape(shape)
+    delta = mean + jnp.exp(0.5 * logvar) * noise
+    obs_dim = model_state.obs_dim
+    return obs + delta[..., :obs_dim], delta[..., obs_dim]
+
+
 def _weight_decay(config: EnsembleConfig, member_params) -> jax.Array:
     layers = [f"hidden_{i}" for i in range(len(config.hidden_sizes))] + ["output"]
     p = member_params["params"]

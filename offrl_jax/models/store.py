@@ -15,9 +15,14 @@ key>``: the leaves in flattening order and a header holding the full key, each l
 and shape, and a sha256 over the leaves' bytes.
 
 Robustness:
-- Orbax writes an entry into a temporary directory and renames it only when complete, so a
-  killed write leaves no entry and a half-written one is never read. Two runs writing the same
-  entry both write complete ones; the last rename wins.
+- An entry is written into a temporary directory named for this one write (orbax's own
+  temporary name, ``ENTRY.orbax-checkpoint-tmp``, is the same for every writer) and renamed
+  only when complete, so a killed write leaves no entry and a half-written one is never read.
+  Writers of the same entry at the same time (two Ray cells, two runs sharing a store) never
+  mix their files: the first rename publishes the entry, and :func:`load_or_fit` saves a
+  missing entry with ``replace=False``, so a later writer finding it there drops its copy (the
+  fit is deterministic in the key: both are the same). Replacing an entry (refitting a corrupt
+  one) first moves the old one aside.
 - A corrupt entry (unreadable, a header or leaf missing, or leaves whose sha256 differs from the
   header's) is REFITTED and overwritten, with a printed warning naming the file
   and the damage. The fit is deterministic in the key, so refitting restores exactly the entry
@@ -38,7 +43,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
+import shutil
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -109,15 +117,36 @@ class ModelStore:
         env = "".join(c if c.isalnum() or c in "-_." else "_" for c in key.env)
         return self.root / f"{env}__seed{key.seed}__{key.digest()[:16]}"
 
-    def save(self, key: EntryKey, tree) -> Path:
-        """Write one seed's pytree (whole or not at all); returns the entry's path."""
+    def save(self, key: EntryKey, tree, replace: bool = True) -> Path:
+        """Write one seed's pytree (whole or not at all); returns the entry's path. An entry
+        already there is replaced, or with ``replace=False`` kept (this write is dropped);
+        concurrent writers: see the module docstring."""
         leaves = [np.asarray(leaf) for leaf in jax.tree_util.tree_leaves(tree)]
         meta = {"format_version": FORMAT_VERSION, "key": key.as_json(),
                 "leaves": _leaf_layout(tree), "sha256": _leaves_sha256(leaves),
                 "fitted_on": {"backend": jax.default_backend(), "jax": jax.__version__,
                               "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}}
-        return pytrees.save(self.path(key), {f"leaf_{i:05d}": leaf
-                                             for i, leaf in enumerate(leaves)}, meta)
+        final = self.path(key).expanduser().resolve()
+        unique = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        temporary = final.parent / f".{final.name}.tmp-{unique}"
+        aside = final.parent / f".{final.name}.old-{unique}"
+        try:
+            pytrees.save(temporary, {f"leaf_{i:05d}": leaf for i, leaf in enumerate(leaves)},
+                         meta)
+            if replace and final.exists():
+                try:
+                    os.rename(final, aside)
+                except FileNotFoundError:  # another writer moved it first
+                    pass
+            try:
+                os.rename(temporary, final)
+            except OSError:  # a non-empty entry is there: another writer published it first
+                if not final.is_dir():
+                    raise
+        finally:
+            for leftover in (temporary, aside):
+                shutil.rmtree(leftover, ignore_errors=True)
+        return final
 
     def load(self, key: EntryKey, template) -> Any | None:
         """The stored pytree (host numpy leaves, ``template``'s structure), or None when there
@@ -195,7 +224,7 @@ def load_or_fit(store: ModelStore | None, keys: Sequence[EntryKey], template,
         for j, i in enumerate(missing):
             trees[i] = jax.tree_util.tree_map(lambda leaf, j=j: np.asarray(leaf[j]), fitted)
             if store is not None:
-                store.save(keys[i], trees[i])
+                store.save(keys[i], trees[i], replace=keys[i].seed in refitted)
         if log:
             stored = f", saved to {store.root}" if store is not None else ", no store"
             log(f"fitting {len(missing)} model(s) for seeds {[keys[i].seed for i in missing]}: "

@@ -4,6 +4,7 @@ Layout of a run directory::
 
     run.json                  provenance: command, profile, device, versions, commit, time
     records/ALGO__TASK.jsonl  one line per seed per evaluation (atomically rewritten)
+    cells/ALGO__TASK.json     what the cell ran, where and when (offrl_jax.training.cells)
     summary.md, summary.csv   normalized scores per algorithm and task
     plots/curves_TASK.png     learning curves, plots/scores.png the bar chart
 
@@ -297,6 +298,11 @@ def summary_markdown(rows: list[dict], run_info: dict) -> str:
 
 def _describe_data(info: dict) -> str:
     generated = info.get("generated")
+    minari = info.get("minari")
+    if minari:  # a Minari id: its own environment and reference scores (run.json says which)
+        return (f"Minari dataset {info.get('dataset_id')} ({info.get('path')}), "
+                f"{minari['note']} (ref_min_score {minari['ref_min_score']:g}, ref_max_score "
+                f"{minari['ref_max_score']:g})")
     if not generated:
         return f"{info.get('format')} file {info.get('path')}"
     recipe = generated["recipe"]

@@ -71,10 +71,13 @@ def parse_sweeps(items: list[str]) -> dict[str, list[float]]:
 def register(subparsers) -> None:
     bench = subparsers.add_parser("bench", help="run a benchmark sweep")
     bench.add_argument("--algos", nargs="+", default=None, choices=sorted(ALGORITHMS),
-                       help="default: the profile's algorithms (all nine in quick and full)")
+                       help="default: the profile's algorithms (every registered one in "
+                            "quick and full)")
     bench.add_argument("--tasks", nargs="+", default=None,
-                       help="task names, or NAME=ENV:PATH for your own D4RL file or Minari "
-                            "directory (default: the profile's tasks)")
+                       help="task names, NAME=ENV:PATH for your own D4RL file or Minari "
+                            "directory, or a Minari dataset id (mujoco/hopper/medium-v0; needs "
+                            "the minari package and the dataset in the local Minari directory) "
+                            "(default: the profile's tasks)")
     bench.add_argument("--seeds", type=int, default=None, help="number of seeds (0..N-1)")
     bench.add_argument("--profile", choices=sorted(RUN_PROFILES), default=None,
                        help="quick on a CPU (default there), full on a GPU (default there)")
@@ -88,6 +91,11 @@ def register(subparsers) -> None:
                             "rollouts.refresh_every)")
     bench.add_argument("--eval-episodes", type=int, default=None,
                        help="episodes per evaluation (default: the profile's)")
+    bench.add_argument("--tensorboard", action="store_true",
+                       help="also write the scalar logs as TensorBoard event files, one log "
+                            "directory per algorithm x task x seed: OUT/logs/ALGO__TASK/seedS/ "
+                            "(tensorboard --logdir OUT/logs; written by the suite itself, "
+                            "TensorBoard is needed only to view them)")
     bench.add_argument("--config", default=None, metavar="RUN_DIR/config.json",
                        help="relaunch a run exactly from the config.json it wrote (every "
                             "setting resolved); only --out may be given with it")
@@ -106,6 +114,17 @@ def register(subparsers) -> None:
                             "and each value is its own table row, e.g. "
                             "mopo[penalty_coef=2.5]. One --sweep is the usual case; several "
                             "sweep the grid of all combinations")
+    bench.add_argument("--ray", default=None, metavar="ADDRESS",
+                       help="run the cells (algorithm x task) as Ray tasks: auto (the cluster "
+                            "`ray start` runs here), local (start Ray on this machine for this "
+                            "run) or the head's HOST:PORT; the run directory and the data must "
+                            "be on a filesystem every node shares. Needs the ray extra "
+                            "(pip install -e '.[ray]'); README \"Beyond one machine\"")
+    bench.add_argument("--ray-gpus-per-cell", type=float, default=None, metavar="N",
+                       help="GPUs each cell asks Ray for (default: 1 when the cluster has "
+                            "GPUs, else 0; a fraction shares a GPU)")
+    bench.add_argument("--ray-cpus-per-cell", type=float, default=None, metavar="N",
+                       help="CPUs each cell asks Ray for (default 1)")
     bench.set_defaults(func=_bench)
 
     evaluate = subparsers.add_parser(
@@ -122,6 +141,7 @@ def register(subparsers) -> None:
 
 def _bench(args) -> int:
     from offrl_jax.algorithms.base import ConfigError
+    from offrl_jax.training.distributed import CellsFailed, RayUnavailable
     from offrl_jax.training.loop import SweepError
     from offrl_jax.training.runner import read_run_config, run_benchmark
 
@@ -142,7 +162,9 @@ def _bench(args) -> int:
             raise SystemExit(f"offrl bench: --config {error}") from None
         args.profile, args.algos, args.tasks = (exact["profile"], exact["algorithms"],
                                                 exact["tasks"])
-    profile = args.profile or default_profile()
+    ray, cluster = _connect_ray(args)
+    gpus = cluster["resources"].get("GPU") if cluster else None
+    profile = args.profile or (("full" if gpus else "quick") if cluster else default_profile())
     run_profile = RUN_PROFILES[profile]
     algos = args.algos or list(run_profile.default_algorithms or sorted(ALGORITHMS))
     tasks = args.tasks or list(run_profile.default_tasks)
@@ -160,12 +182,37 @@ def _bench(args) -> int:
     try:
         run_benchmark(algos, tasks, seeds, profile, out, parse_overrides(args.overrides),
                       args.eval_backend, argv=sys.argv, sweep=sweep, schedule=schedule,
-                      exact=exact)
+                      exact=exact, tensorboard=args.tensorboard, ray=ray)
+    except (RayUnavailable, CellsFailed) as error:
+        raise SystemExit(f"offrl bench: {error}") from None
     except SweepError as error:
         raise SystemExit(f"offrl bench: --{error}") from None
     except ConfigError as error:
         raise SystemExit(f"offrl bench: {error}") from None
     return 0
+
+
+def _connect_ray(args):
+    """``(RayConfig, cluster)`` for ``--ray`` (connected, so the default profile can follow the
+    cluster's GPUs), or ``(None, None)``."""
+    if args.ray is None:
+        if args.ray_gpus_per_cell is not None or args.ray_cpus_per_cell is not None:
+            raise SystemExit("offrl bench: --ray-gpus-per-cell and --ray-cpus-per-cell need "
+                             "--ray")
+        return None, None
+    import jax
+
+    from offrl_jax.training.distributed import RayConfig, RayUnavailable, connect, import_ray
+
+    ray = RayConfig(args.ray, args.ray_gpus_per_cell,
+                    1.0 if args.ray_cpus_per_cell is None else args.ray_cpus_per_cell)
+    try:
+        import_ray()
+        # The driver makes data, configs and tables only: the GPUs are the cells'.
+        jax.config.update("jax_platforms", "cpu")
+        return ray, connect(ray)
+    except RayUnavailable as error:
+        raise SystemExit(f"offrl bench: {error}") from None
 
 
 def _evaluate(args) -> int:

@@ -15,6 +15,12 @@ in ``OUT/models/`` (:mod:`offrl_jax.models.store`): each (dataset, env, ``pretra
 fitted once, by the first algorithm that needs it, and loaded by every later algorithm, sweep and
 run into the same ``OUT``. ``run.json``'s ``models`` says, per algorithm and task, which seeds
 were reused and which fitted.
+
+Each (algorithm, task) is a cell (:mod:`offrl_jax.training.cells`) that writes only its own
+files (records, logs, checkpoints, ``cells/ALGO__TASK.json``); this process, the driver, alone
+writes ``run.json``, ``config.json`` and the summary. Cells run one after another here, or as
+Ray tasks over the GPUs of a cluster with ``ray`` (:mod:`offrl_jax.training.distributed`):
+the same cells, the same files.
 """
 
 from __future__ import annotations
@@ -26,23 +32,17 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from offrl_jax.algorithms.base import ConfigError, config_paths
 from offrl_jax.algorithms.registry import get_algorithm
 from offrl_jax.data import Dataset, find_task_dataset, load_task_dataset, read_d4rl_metadata
-from offrl_jax.models.store import ModelStore
-from offrl_jax.results.report import (
-    point_label,
-    provenance,
-    sweep_suffix,
-    write_records,
-    write_scalar_logs,
-    write_summary,
-    write_text_atomic,
-)
+from offrl_jax.data.checksum import path_sha256
+from offrl_jax.evaluation import check_backend
+from offrl_jax.results.report import provenance, write_summary, write_text_atomic
 from offrl_jax.tasks import Task, parse_task_argument
-from offrl_jax.training.loop import TrainConfig, Trainer, check_sweep
+from offrl_jax.training.cells import Cell, model_groups, run_cell
+from offrl_jax.training.distributed import RayConfig
+from offrl_jax.training.loop import TrainConfig, check_sweep
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,7 +84,8 @@ _TINY_MODEL = {
 # The papers' (or their reference code's) number of updates, where it is not the profile's 1M;
 # sources: docs/algorithms.md#training-length.
 FULL_UPDATES = {"mopo": {"num_updates": 3_000_000}, "rambo": {"num_updates": 2_000_000},
-                "sacn": {"num_updates": 3_000_000}, "edac": {"num_updates": 3_000_000}}
+                "sacn": {"num_updates": 3_000_000}, "edac": {"num_updates": 3_000_000},
+                "mobile": {"num_updates": 3_000_000}}
 
 RUN_PROFILES = {
     "tiny": RunProfile("tiny", TrainConfig(num_updates=200, eval_every=100, eval_episodes=2),
@@ -127,6 +128,11 @@ RUN_PROFILES = {
                                              "edac": {"agent.num_qs": 10,
                                                       "agent.hidden_dims": (128, 128),
                                                       "batch_size": 128},
+                                             # Each update runs actor and target critics on
+                                             # num_samples x elites next states per model row:
+                                             # 18x a MOPO update on 2 cores at full width.
+                                             "mobile": {"agent.hidden_dims": (128, 128),
+                                                        "batch_size": 128, "num_samples": 4},
                                              "atac": {"agent.hidden_dims": (256, 256),
                                                       "warmstart_steps": 1_000,
                                                       "agent.actor_lr": 1e-4}},
@@ -138,10 +144,34 @@ RUN_PROFILES = {
                             "rambo": {"num_updates": 5_000},
                             "armor": {"num_updates": 3_000},
                             "atac": {"num_updates": 5_000},
+                            "mobile": {"num_updates": 5_000},
                         },
                         # All nine (None): the five of the first quick table took 7.7 min
                         # on 2 cores, and the four ensemble methods share one model fit.
                         default_algorithms=None),
+    # validate: the reproduction report (make validate), a multi-session CPU job. Full-size
+    # networks and models; 200k updates for the cheap algorithms (5 seeds), fewer for the
+    # costly ones (3 seeds: make validate runs them as a second invocation), each figure what
+    # its share of the budget buys at the 2-core rates of benchmarks/; README "Validation".
+    "validate": RunProfile(
+        "validate", TrainConfig(num_updates=200_000, eval_every=10_000, eval_episodes=10),
+        "validate", ("hopper-medium-replay", "hopper-medium-expert"), 5,
+        algorithm_overrides={
+            "*": {"dynamics.max_epochs": 50},  # about 45k steps of model fitting per seed
+            "rebrac": {"batch_size": 256},
+            "sacn": {"agent.num_qs": 10}, "edac": {"agent.num_qs": 10},
+        },
+        train_overrides={
+            "rebrac": {"num_updates": 100_000},
+            "cql": {"num_updates": 20_000, "eval_every": 2_000},
+            "combo": {"num_updates": 20_000, "eval_every": 2_000},
+            "armor": {"num_updates": 20_000, "eval_every": 2_000},
+            "atac": {"num_updates": 50_000, "eval_every": 5_000},
+            "rambo": {"num_updates": 50_000, "eval_every": 5_000},
+            "mobile": {"num_updates": 30_000, "eval_every": 5_000},
+            "sacn": {"num_updates": 50_000, "eval_every": 5_000},
+            "edac": {"num_updates": 50_000, "eval_every": 5_000},
+        }),
     "full": RunProfile("full", TrainConfig(num_updates=1_000_000, eval_every=10_000,
                                            eval_episodes=10),
                        "full", tuple(f"{env}-{kind}" for env in
@@ -217,7 +247,13 @@ def ensure_dataset(task: Task, data_profile: str, progress: bool = True) -> dict
               flush=True)
         generate_env_datasets(task.env, data_profile, kinds=[task.kind], progress=progress)
         path, fmt = find_task_dataset(task, data_profile)
-    info = {"path": str(path), "format": fmt, "dataset_id": Path(path).stem}
+    # The bytes a run trains on: a Ray worker refuses a file whose sha256 differs.
+    info = {"path": str(Path(path).resolve()), "format": fmt, "dataset_id": Path(path).stem,
+            "sha256": path_sha256(path)}
+    if task.minari_id is not None:  # its own environment and reference scores, not D4RL's
+        from offrl_jax.tasks.minari import describe
+
+        info.update(dataset_id=task.minari_id, minari=describe(task.spec))
     if fmt == "d4rl":
         meta = read_d4rl_metadata(path)
         if "recipe" in meta:
@@ -326,22 +362,41 @@ def read_run_config(path: str | Path) -> dict:
     return document
 
 
+def parse_tasks(tasks: list[str]) -> list[Task]:
+    """The tasks of ``--tasks`` (:func:`~offrl_jax.tasks.parse_task_argument`); one that cannot
+    be resolved (an unknown name, a missing file, a Minari id without the ``minari`` package or
+    not in the local Minari directory) is a :class:`ConfigError` with the reason."""
+    out = []
+    for argument in tasks:
+        try:
+            out.append(parse_task_argument(argument))
+        except (KeyError, ValueError, FileNotFoundError) as error:
+            reason = error.args[0] if error.args else error
+            raise ConfigError(f"--tasks {argument}: {reason}") from None
+    return out
+
+
 def run_benchmark(algorithms: list[str], tasks: list[str], seeds: list[int], profile: str,
                   out_dir: str | Path, overrides: dict | None = None,
                   eval_backend: str | None = None, argv: list[str] | None = None,
                   progress: bool = True, sweep: dict | None = None,
-                  schedule: dict | None = None, exact: dict | None = None) -> list[dict]:
+                  schedule: dict | None = None, exact: dict | None = None,
+                  tensorboard: bool = False, ray: RayConfig | None = None) -> list[dict]:
     """Train and evaluate every algorithm x task x seed (x sweep point) and write the tables.
 
     ``sweep``: ``{leaf: values}``; several leaves sweep their grid (every combination).
     ``schedule``: ``num_updates``, ``eval_every``, ``eval_episodes`` for every algorithm.
     ``exact``: a :func:`read_run_config` document: its resolved settings and training schedules
     replace the profile's, the task tables and ``overrides`` (a relaunch).
+    ``tensorboard``: also write the scalar logs as TensorBoard event files
+    (:mod:`offrl_jax.results.tensorboard`).
+    ``ray``: run the cells as Ray tasks (:mod:`offrl_jax.training.distributed`) instead of one
+    after another in this process; the records are the same.
     """
     run_profile = RUN_PROFILES[profile]
     out_dir = Path(out_dir)
     algos = [get_algorithm(a) for a in algorithms]
-    task_objs = [parse_task_argument(t) for t in tasks]
+    task_objs = parse_tasks(tasks)
     sweep = {name: [float(v) for v in values] for name, values in (sweep or {}).items()}
     # Every config first (a misspelt or ill-typed override fails here, before any data step).
     if exact is None:
@@ -362,6 +417,12 @@ def run_benchmark(algorithms: list[str], tasks: list[str], seeds: list[int], pro
         if period and trains[name].eval_every % period:
             raise ConfigError(f"{name} on {task_name}: eval_every ({trains[name].eval_every}) "
                               f"must be a multiple of its rollouts.refresh_every ({period})")
+    for task in task_objs:  # a Minari dataset's v5 environment has no MJX version
+        for name in algorithms:
+            try:
+                check_backend(task.spec.name, trains[name].eval_backend)
+            except ValueError as error:
+                raise ConfigError(f"{name} on {task.name}: {error}") from None
     if sweep:
         check_sweep_names(algos, task_objs[0], configs, sweep)
     run_info_path = out_dir / "run.json"
@@ -378,45 +439,38 @@ def run_benchmark(algorithms: list[str], tasks: list[str], seeds: list[int], pro
         run_info["sweep"] = sweep
     write_run_config(out_dir, profile, algorithms, tasks, seeds, sweep, trains, configs)
     total = len(algos) * len(task_objs)
-    done = 0
-    model_store = ModelStore(out_dir / "models")
-    for task in task_objs:
-        run_info["data"][task.name] = ensure_dataset(task, run_profile.data_profile, progress)
-        check_same_data(run_info_path, previous, task.name, run_info["data"][task.name])
-        write_text_atomic(run_info_path, json.dumps(run_info, indent=2))
-        dataset = load_task_dataset(task, run_profile.data_profile)
-        for algorithm in algos:
-            train = trains[algorithm.name]
-            run_info["train"][algorithm.name] = dataclasses.asdict(train)
-            config = configs[(algorithm.name, task.name)]
-            run_info.setdefault("configs", {})[f"{algorithm.name}/{task.name}"] = repr(config)
+
+    def make_cell(algorithm, task, argument, done, worker=False):
+        return Cell(algorithm.name, argument, task.name, configs[(algorithm.name, task.name)],
+                    trains[algorithm.name], tuple(seeds), sweep,
+                    str(out_dir.resolve() if worker else out_dir), run_info["data"][task.name],
+                    run_profile.data_profile, f"[{done}/{total}] {algorithm.name} {task.name}",
+                    progress, tensorboard,
+                    {"versions": run_info["versions"], "commit": run_info["commit"]}
+                    if worker else None)
+
+    if ray is not None:
+        _run_cells_on_ray(algos, task_objs, tasks, trains, configs, run_info, run_info_path,
+                          previous, run_profile, progress, make_cell, ray)
+    else:
+        done = 0
+        for task, argument in zip(task_objs, tasks, strict=True):
+            run_info["data"][task.name] = ensure_dataset(task, run_profile.data_profile,
+                                                         progress)
+            check_same_data(run_info_path, previous, task.name, run_info["data"][task.name])
             write_text_atomic(run_info_path, json.dumps(run_info, indent=2))
-            done += 1
-            label = f"[{done}/{total}] {algorithm.name} {task.name}"
-
-            def log(line, label=label):
-                print(f"{label}: {line}", flush=True)
-
-            # A sweep's files are apart from the unswept run's, so both can share out_dir.
-            trainer = Trainer(algorithm, config, dataset, task.spec, seeds, train,
-                              checkpoint_dir=out_dir / "checkpoints" /
-                              f"{algorithm.name}__{task.name}{sweep_suffix(sweep)}",
-                              sweep=sweep, model_store=model_store,
-                              log=log if progress else None)
-            models = trainer.prepare_models()
-            if models is not None:
-                run_info.setdefault("models", {})[f"{algorithm.name}/{task.name}"] = models
+            dataset = load_task_dataset(task, run_profile.data_profile)
+            for algorithm in algos:
+                run_info["train"][algorithm.name] = dataclasses.asdict(trains[algorithm.name])
+                run_info.setdefault("configs", {})[f"{algorithm.name}/{task.name}"] = repr(
+                    configs[(algorithm.name, task.name)])
                 write_text_atomic(run_info_path, json.dumps(run_info, indent=2))
-            progress_line = _ProgressLine(label, train.eval_every, len(seeds), sweep, progress)
-
-            def on_interval(i, n, all_records, new, algorithm=algorithm, task=task,
-                            progress_line=progress_line):
-                write_records(out_dir, algorithm.name, task.name, all_records, sweep)
-                write_scalar_logs(out_dir, algorithm.name, task.name, all_records, sweep)
-                progress_line(i, n, new)
-
-            carry = trainer.run(on_interval)
-            write_records(out_dir, algorithm.name, task.name, carry["records"], sweep)
+                done += 1
+                info = run_cell(make_cell(algorithm, task, argument, done), dataset)
+                if "models" in info:
+                    run_info.setdefault("models", {})[f"{algorithm.name}/{task.name}"] = \
+                        info["models"]
+                    write_text_atomic(run_info_path, json.dumps(run_info, indent=2))
     run_info["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     write_text_atomic(run_info_path, json.dumps(run_info, indent=2))
     rows = write_summary(out_dir)
@@ -425,36 +479,59 @@ def run_benchmark(algorithms: list[str], tasks: list[str], seeds: list[int], pro
     return rows
 
 
-class _ProgressLine:
-    """Prints evaluations done, the latest score (per sweep point), updates/s and the time
-    left."""
+def _run_cells_on_ray(algos, task_objs, tasks, trains, configs, run_info, run_info_path,
+                      previous, run_profile, progress, make_cell, ray: RayConfig) -> None:
+    """The cells as Ray tasks: every task's data made and hashed here first, the shared models
+    fitted once each, the cells dispatched; ``run.json`` updated (here alone) as each returns.
+    Raises CellsFailed naming every failed cell after the others have finished."""
+    from offrl_jax.training import distributed
 
-    def __init__(self, label: str, eval_every: int, num_seeds: int, sweep: dict,
-                 enabled: bool):
-        self.label, self.eval_every, self.num_seeds = label, eval_every, num_seeds
-        self.sweep = sweep
-        self.enabled = enabled
-        self.started = time.perf_counter()
-        self.intervals = 0
-
-    def __call__(self, i: int, n: int, new: list[dict]) -> None:
-        self.intervals += 1
-        if not self.enabled:
-            return
-        elapsed = time.perf_counter() - self.started
-        rate = self.intervals * self.eval_every / max(elapsed, 1e-9)
-        left = (n - i) * self.eval_every / max(rate, 1e-9)
-        scores: dict[str, list[float]] = {}
-        for r in new:
-            point = f"[{point_label(r['sweep'])}] " if self.sweep else ""
-            scores.setdefault(point, [])
-            if not r["failed"]:
-                scores[point].append(r["normalized_score"])
-        score = ", ".join(point + (f"{np.mean(s):.1f} ± {np.std(s):.1f}" if s else "all failed")
-                          for point, s in scores.items())
-        rows = f"x{self.num_seeds} seeds"
-        if self.sweep:
-            rows = (f"x{len(new)} rows: {len(scores)} sweep point(s) of "
-                    f"{', '.join(self.sweep)} x {self.num_seeds} seeds")
-        print(f"{self.label}: eval {i}/{n}, score {score}, {rate:.0f} updates/s "
-              f"({rows}, incl. evaluation), ~{left / 60:.1f} min left", flush=True)
+    cluster = distributed.connect(ray)
+    gpus = distributed.gpus_per_cell(ray)
+    for task in task_objs:
+        run_info["data"][task.name] = ensure_dataset(task, run_profile.data_profile, progress)
+        check_same_data(run_info_path, previous, task.name, run_info["data"][task.name])
+    cells = []
+    for task, argument in zip(task_objs, tasks, strict=True):
+        for algorithm in algos:
+            run_info["train"][algorithm.name] = dataclasses.asdict(trains[algorithm.name])
+            run_info.setdefault("configs", {})[f"{algorithm.name}/{task.name}"] = repr(
+                configs[(algorithm.name, task.name)])
+            cells.append(make_cell(algorithm, task, argument, len(cells) + 1, worker=True))
+    groups = model_groups(cells, {task.name: task for task in task_objs})
+    run_info["ray"] = {**cluster, "gpus_per_cell": gpus, "cpus_per_cell": ray.cpus_per_cell,
+                       "driver_device": run_info["device"], "cells": {}}
+    write_text_atomic(run_info_path, json.dumps(run_info, indent=2))
+    if progress:
+        print(f"ray: {len(cells)} cell(s) and {len(groups)} model fit(s) on {cluster['nodes']} "
+              f"node(s) ({cluster['resources']}), {gpus:g} GPU(s) per cell", flush=True)
+    failed = []
+    for kind, item, result, error in distributed.run_on_ray(cells, groups, ray, gpus):
+        if kind == "fit":  # item: (task, pretrain_id); the report names the pretrain_id
+            users = [cell.algorithm for cell in groups[item]]
+            run_info.setdefault("model_fits", {})[f"{item[0]}/{'+'.join(users)}"] = {
+                "algorithms": users,
+                **(result or {"error": str(error).strip().splitlines()[-1]})}
+        elif error is not None:
+            failed.append(f"{item.algorithm} on {item.task_name}: "
+                          f"{str(error).strip().splitlines()[-1]}")
+        else:
+            key = f"{item.algorithm}/{item.task_name}"
+            if "models" in result:
+                run_info.setdefault("models", {})[key] = result["models"]
+            run_info["ray"]["cells"][item.name] = {name: result[name] for name in (
+                "host", "pid", "device", "device_count", "started", "finished", "seconds")}
+        if error is not None and progress:
+            print(f"ray: {kind} {getattr(item, 'name', item)} failed: {error}", flush=True)
+        write_text_atomic(run_info_path, json.dumps(run_info, indent=2))
+    # The devices that trained (the driver's own JAX does no device work under Ray).
+    done = run_info["ray"]["cells"].values()
+    if done:
+        run_info["device"] = "; ".join(sorted({cell["device"] for cell in done}))
+        run_info["device_count"] = max(cell["device_count"] for cell in done)
+    if failed:
+        run_info["ray"]["failed"] = failed
+        write_text_atomic(run_info_path, json.dumps(run_info, indent=2))
+        raise distributed.CellsFailed(f"{len(failed)} of {len(cells)} cell(s) failed (the "
+                                      f"others are done; run the same command again to "
+                                      f"resume): " + "; ".join(failed))

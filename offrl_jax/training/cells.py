@@ -1,0 +1,263 @@
+"""One cell of a benchmark: an (algorithm, task) pair, all its seeds (and sweep points) in one
+:class:`~offrl_jax.training.Trainer`, run the same way by the local runner
+(:func:`offrl_jax.training.runner.run_benchmark`) and by a Ray worker
+(:mod:`offrl_jax.training.distributed`).
+
+A cell writes only files that are its own, under the run directory ``OUT``, ``NAME`` being
+``ALGO__TASK`` (``ALGO__TASK__sweep-LEAF`` for a sweep)::
+
+    records/NAME.jsonl   its evaluations (rewritten atomically after each one)
+    logs/NAME/           its scalar logs (and TensorBoard event files)
+    checkpoints/NAME/    its training checkpoints
+    cells/NAME.json      what it ran and where: schedule, config, the data's path and sha256,
+                         the models it reused or fitted, host, device, start, end, status
+
+The files every cell contributes to, ``run.json``, ``config.json``, the summary tables and the
+plots, are the driver's alone, written from what the cells return. The model store
+``OUT/models/`` is shared on purpose (one fit per seed serves every model-based algorithm): its
+entries are written atomically, concurrent writers included (:mod:`offrl_jax.models.store`), and
+under Ray :func:`fit_models` fills it before the cells that need it start (one fit per task and
+``pretrain_id``, :func:`model_groups`), so those cells only read it.
+
+A cell given no dataset (a Ray worker) loads the file the driver made and recorded in
+``run.json`` (``data.TASK.path``) after checking that its sha256 is the one the driver recorded
+(``data.TASK.sha256``), and refuses to run on a host whose library versions or commit differ from
+the driver's (another build of XLA or MuJoCo gives other numbers).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from offrl_jax.algorithms.registry import get_algorithm
+from offrl_jax.data import Dataset, load_task_dataset
+from offrl_jax.data.checksum import check_sha256
+from offrl_jax.models.store import ModelStore
+from offrl_jax.results.report import (
+    device_description,
+    git_commit,
+    library_versions,
+    point_label,
+    sweep_suffix,
+    write_records,
+    write_scalar_logs,
+    write_text_atomic,
+)
+from offrl_jax.results.tensorboard import write_tensorboard_logs
+from offrl_jax.tasks import Task, get_task, parse_task_argument
+from offrl_jax.training.loop import TrainConfig, Trainer
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """Everything one cell needs, picklable, so a Ray worker can run it from this alone.
+
+    ``task``: the task argument as given to ``offrl bench`` (a name, ``NAME=ENV:PATH`` or a
+    Minari id), which a worker registers again; ``task_name``: the task's name. ``data``: the
+    task's entry of ``run.json``'s ``data`` (``path``, ``format``, ``sha256``, ...).
+    ``provenance``: the driver's library ``versions`` and ``commit``, which a worker must have
+    (None: not checked, as in a local run).
+    """
+
+    algorithm: str
+    task: str
+    task_name: str
+    config: Any
+    train: TrainConfig
+    seeds: tuple[int, ...]
+    sweep: dict
+    out_dir: str
+    data: dict
+    data_profile: str
+    label: str = ""
+    progress: bool = True
+    tensorboard: bool = False
+    provenance: dict | None = None
+
+    @property
+    def name(self) -> str:
+        """The cell's files' name: ``ALGO__TASK`` (``ALGO__TASK__sweep-LEAF`` in a sweep)."""
+        return f"{self.algorithm}__{self.task_name}{sweep_suffix(self.sweep)}"
+
+
+def cell_file(out_dir: str | Path, cell: Cell) -> Path:
+    return Path(out_dir) / "cells" / f"{cell.name}.json"
+
+
+def model_groups(cells: list[Cell], tasks: dict[str, Task]) -> dict[tuple[str, str], list[Cell]]:
+    """``{(task name, pretrain_id): cells}``: the cells whose algorithms pretrain the same models
+    (MOPO, COMBO, MOReL and RAMBO with equal ``dynamics.*`` settings share one ensemble per seed;
+    ARMOR's single model has its own id), in the cells' order. ``tasks``: name -> Task."""
+    groups: dict[tuple[str, str], list[Cell]] = {}
+    for cell in cells:
+        made = get_algorithm(cell.algorithm).make(cell.config, tasks[cell.task_name].spec)
+        if made.pretrain is not None:
+            groups.setdefault((cell.task_name, made.pretrain_id), []).append(cell)
+    return groups
+
+
+def check_worker(provenance: dict | None) -> None:
+    """Raise RuntimeError, naming this host, the library and both versions, unless this process
+    runs the driver's library versions and commit (when both commits are known)."""
+    if not provenance:
+        return
+    host = platform.node()
+    found = library_versions()
+    for name, expected in provenance.get("versions", {}).items():
+        if found.get(name) != expected:
+            raise RuntimeError(
+                f"host {host}: {name} {found.get(name)}, the driver's {expected}; every Ray node "
+                f"must run the same versions (install the same checkout and constraints)")
+    expected = provenance.get("commit", "unknown")
+    commit, _ = git_commit()
+    if "unknown" not in (commit, expected) and commit != expected:
+        raise RuntimeError(f"host {host}: offrl_jax at commit {commit}, the driver's at "
+                           f"{expected}; every Ray node must run the same checkout")
+
+
+def load_cell_dataset(cell: Cell) -> tuple[Task, Dataset]:
+    """``cell``'s task, registered in this process, and the dataset the driver recorded for it,
+    checked by its sha256 first (a :class:`~offrl_jax.data.DatasetError` naming the file and
+    both digests on a mismatch; FileNotFoundError when this host does not see the file)."""
+    path = cell.data["path"]
+    check_sha256(path, cell.data["sha256"], where=f"host {platform.node()}")
+    task = parse_task_argument(cell.task)
+    if task.path is not None and Path(task.path).resolve() != Path(path).resolve():
+        raise FileNotFoundError(
+            f"task {task.name!r}: host {platform.node()} finds its data at {task.path}, the "
+            f"driver at {path}; every node must see the data at the driver's path")
+    if task.path is None:  # a built-in task: the driver's file, not this host's own lookup
+        task = dataclasses.replace(task, path=path, fmt=cell.data["format"])
+    return task, load_task_dataset(task, cell.data_profile)
+
+
+def _task_and_dataset(cell: Cell, dataset: Dataset | None) -> tuple[Task, Dataset]:
+    if dataset is not None:  # the driver's process: the task is registered, the data loaded
+        return get_task(cell.task_name), dataset
+    check_worker(cell.provenance)
+    return load_cell_dataset(cell)
+
+
+def _log(cell: Cell):
+    if not cell.progress:
+        return None
+
+    def log(line):
+        print(f"{cell.label}: {line}", flush=True)
+
+    return log
+
+
+def _where() -> dict:
+    import jax
+
+    return {"host": platform.node(), "pid": os.getpid(), "device": device_description(),
+            "device_count": jax.device_count()}
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def fit_models(cell: Cell, dataset: Dataset | None = None) -> dict | None:
+    """Load or fit, in ``OUT/models/``, every seed's model that ``cell``'s algorithm pretrains,
+    as the cell itself would (the same :meth:`Trainer.prepare_models`, so the same numbers);
+    returns its report (None for an algorithm without ``pretrain``). Writes only store
+    entries."""
+    task, dataset = _task_and_dataset(cell, dataset)
+    trainer = Trainer(get_algorithm(cell.algorithm), cell.config, dataset, task.spec,
+                      list(cell.seeds), cell.train, sweep=cell.sweep,
+                      model_store=ModelStore(Path(cell.out_dir) / "models"), log=_log(cell))
+    report = trainer.prepare_models()
+    return None if report is None else {**report, **_where()}
+
+
+def run_cell(cell: Cell, dataset: Dataset | None = None) -> dict:
+    """Train and evaluate one cell to its end (resuming from its checkpoints), writing only its
+    own files (module docstring); returns what ``cells/NAME.json`` holds: ``algorithm``,
+    ``task``, ``sweep``, ``seeds``, ``train``, ``config``, ``data``, ``models`` (the report of
+    :func:`~offrl_jax.models.store.load_or_fit`, for algorithms with ``pretrain``), ``host``,
+    ``pid``, ``device``, ``device_count``, ``started``, ``finished``, ``seconds``, ``status``.
+
+    ``dataset``: the task's data, already loaded (the local runner); None: load and check it
+    (:func:`load_cell_dataset`)."""
+    started, clock = _now(), time.perf_counter()
+    task, dataset = _task_and_dataset(cell, dataset)
+    out_dir = Path(cell.out_dir)
+    info = {"algorithm": cell.algorithm, "task": task.name, "sweep": cell.sweep,
+            "seeds": list(cell.seeds), "train": dataclasses.asdict(cell.train),
+            "config": repr(cell.config),
+            "data": {key: cell.data.get(key) for key in ("dataset_id", "path", "sha256")},
+            **_where(), "started": started, "status": "running"}
+    # A sweep's files are apart from the unswept run's, so both can share out_dir.
+    trainer = Trainer(get_algorithm(cell.algorithm), cell.config, dataset, task.spec,
+                      list(cell.seeds), cell.train,
+                      checkpoint_dir=out_dir / "checkpoints" / cell.name, sweep=cell.sweep,
+                      model_store=ModelStore(out_dir / "models"), log=_log(cell))
+    models = trainer.prepare_models()
+    if models is not None:
+        info["models"] = models
+    write_text_atomic(cell_file(out_dir, cell), json.dumps(info, indent=2))
+    progress_line = _ProgressLine(cell.label, cell.train.eval_every, len(cell.seeds), cell.sweep,
+                                  cell.progress)
+
+    def on_interval(i, n, all_records, new):
+        write_records(out_dir, cell.algorithm, task.name, all_records, cell.sweep)
+        write_scalar_logs(out_dir, cell.algorithm, task.name, all_records, cell.sweep)
+        if cell.tensorboard:
+            write_tensorboard_logs(out_dir, cell.algorithm, task.name, all_records, cell.sweep)
+        progress_line(i, n, new)
+
+    carry = trainer.run(on_interval)
+    write_records(out_dir, cell.algorithm, task.name, carry["records"], cell.sweep)
+    info.update(finished=_now(), seconds=round(time.perf_counter() - clock, 1),
+                status="finished")
+    write_text_atomic(cell_file(out_dir, cell), json.dumps(info, indent=2))
+    return info
+
+
+class _ProgressLine:
+    """Prints evaluations done, the latest score (per sweep point), updates/s and the time
+    left."""
+
+    def __init__(self, label: str, eval_every: int, num_seeds: int, sweep: dict,
+                 enabled: bool):
+        self.label, self.eval_every, self.num_seeds = label, eval_every, num_seeds
+        self.sweep = sweep
+        self.enabled = enabled
+        self.started = time.perf_counter()
+        self.intervals = 0
+
+    def __call__(self, i: int, n: int, new: list[dict]) -> None:
+        self.intervals += 1
+        if not self.enabled:
+            return
+        elapsed = time.perf_counter() - self.started
+        rate = self.intervals * self.eval_every / max(elapsed, 1e-9)
+        left = (n - i) * self.eval_every / max(rate, 1e-9)
+        scores: dict[str, list[float]] = {}
+        for r in new:
+            point = f"[{point_label(r['sweep'])}] " if self.sweep else ""
+            scores.setdefault(point, [])
+            if not r["failed"]:
+                scores[point].append(r["normalized_score"])
+        score = ", ".join(point + (f"{np.mean(s):.1f} ± {np.std(s):.1f}" if s else "all failed")
+                          for point, s in scores.items())
+        rows = f"x{self.num_seeds} seeds"
+        if self.sweep:
+            rows = (f"x{len(new)} rows: {len(scores)} sweep point(s) of "
+                    f"{', '.join(self.sweep)} x {self.num_seeds} seeds")
+        print(f"{self.label}: eval {i}/{n}, score {score}, {rate:.0f} updates/s "
+              f"({rows}, incl. evaluation), ~{left / 60:.1f} min left", flush=True)
+
+
+__all__ = ["Cell", "cell_file", "check_worker", "fit_models", "load_cell_dataset",
+           "model_groups", "run_cell"]
