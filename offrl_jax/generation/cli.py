@@ -65,6 +65,13 @@ def register(subparsers) -> None:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--work-dir", required=True,
                        help="resume directory (saved state and replay segments)")
+    train.add_argument("--backend", choices=("host", "device"), default="host",
+                       help="host: our SAC collecting on Gymnasium v4 (the reference); device: "
+                            "brax's SAC on the MJX tasks, on one accelerator (needs the brax "
+                            "extra; not resumable; see offrl_jax/generation/brax_behaviour.py)")
+    train.add_argument("--num-envs", type=int, default=100,
+                       help="device backend: environments stepped together (one update per "
+                            "environment step); must divide the warm-up and evaluation steps")
     train.set_defaults(func=_train_behaviour)
 
 
@@ -109,10 +116,17 @@ def _export(args) -> int:
 
 
 def _train_behaviour(args) -> int:
-    from offrl_jax.generation.behaviour import train_behaviour
     from offrl_jax.generation.profiles import get_profile
 
-    run = train_behaviour(args.env, get_profile(args.profile), args.seed, args.work_dir)
+    if args.backend == "device":
+        from offrl_jax.generation.brax_behaviour import train_behaviour_device
+
+        run = train_behaviour_device(args.env, get_profile(args.profile), args.seed,
+                                     args.work_dir, num_envs=args.num_envs)
+    else:
+        from offrl_jax.generation.behaviour import train_behaviour
+
+        run = train_behaviour(args.env, get_profile(args.profile), args.seed, args.work_dir)
     for c in run.checkpoints:
         print(f"{args.env} env_steps={c.env_steps} mean_return={c.mean_return:.1f}")
     return 0
