@@ -83,16 +83,18 @@ def gaussian_log_prob(mean, log_std, action):
 
 
 class QEnsemble(nn.Module):
-    """``num_qs`` independent Q networks as one vmapped parameter axis: ``(num_qs, ...)``."""
+    """``num_qs`` independent Q networks as one vmapped parameter axis: ``(num_qs, ...)``;
+    with ``layer_norm`` each member is a :class:`LayerNormMLP` (ReBRAC's critics)."""
 
     hidden_dims: Sequence[int]
     num_qs: int = 2
+    layer_norm: bool = False
 
     @nn.compact
     def __call__(self, obs, act):
         ensemble = nn.vmap(
-            MLP, variable_axes={"params": 0}, split_rngs={"params": True},
-            in_axes=None, out_axes=0, axis_size=self.num_qs)
+            LayerNormMLP if self.layer_norm else MLP, variable_axes={"params": 0},
+            split_rngs={"params": True}, in_axes=None, out_axes=0, axis_size=self.num_qs)
         return ensemble(self.hidden_dims, 1)(jnp.concatenate([obs, act], axis=-1))[..., 0]
 
 
@@ -117,20 +119,6 @@ class LayerNormMLP(nn.Module):
         for width in self.hidden_dims:
             x = nn.LayerNorm()(act(nn.Dense(width)(x)))
         return nn.Dense(self.output_dim)(x)
-
-
-class LayerNormQEnsemble(nn.Module):
-    """:class:`QEnsemble` with :class:`LayerNormMLP` members: ``(num_qs, ...)``."""
-
-    hidden_dims: Sequence[int]
-    num_qs: int = 2
-
-    @nn.compact
-    def __call__(self, obs, act):
-        ensemble = nn.vmap(
-            LayerNormMLP, variable_axes={"params": 0}, split_rngs={"params": True},
-            in_axes=None, out_axes=0, axis_size=self.num_qs)
-        return ensemble(self.hidden_dims, 1)(jnp.concatenate([obs, act], axis=-1))[..., 0]
 
 
 class DeterministicTanhPolicy(nn.Module):

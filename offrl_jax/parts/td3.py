@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from offrl_jax.networks import DeterministicTanhPolicy, LayerNormQEnsemble, QEnsemble
+from offrl_jax.networks import DeterministicTanhPolicy, QEnsemble
 
 # Added to the dataset's per-dimension state std before dividing (official TD3+BC and ReBRAC).
 STATE_STD_EPS = 1e-3
@@ -109,11 +109,10 @@ class Agent:
 
     def __post_init__(self):
         config = self.config
-        critic = LayerNormQEnsemble if config.critic_layer_norm else QEnsemble
         parts = {
             "actor": DeterministicTanhPolicy(config.hidden_dims, self.act_dim,
                                              config.actor_layer_norm),
-            "critic": critic(config.hidden_dims, config.num_qs),
+            "critic": QEnsemble(config.hidden_dims, config.num_qs, config.critic_layer_norm),
             "actor_tx": optax.adam(config.actor_lr),
             "critic_tx": optax.adam(config.critic_lr),
         }
