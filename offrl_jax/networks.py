@@ -16,15 +16,21 @@ LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 
 
 class MLP(nn.Module):
+    """Dense -> activation per hidden layer (then LayerNorm, with ``layer_norm``: ReBRAC's
+    critics), and a plain Dense output layer."""
+
     hidden_dims: Sequence[int]
     output_dim: int
     activation: str = "relu"
+    layer_norm: bool = False
 
     @nn.compact
     def __call__(self, x):
         act = getattr(nn, self.activation)
         for width in self.hidden_dims:
             x = act(nn.Dense(width)(x))
+            if self.layer_norm:
+                x = nn.LayerNorm()(x)
         return nn.Dense(self.output_dim)(x)
 
 
@@ -84,7 +90,7 @@ def gaussian_log_prob(mean, log_std, action):
 
 class QEnsemble(nn.Module):
     """``num_qs`` independent Q networks as one vmapped parameter axis: ``(num_qs, ...)``;
-    with ``layer_norm`` each member is a :class:`LayerNormMLP` (ReBRAC's critics)."""
+    with ``layer_norm`` each member's hidden layers end in a LayerNorm (ReBRAC's critics)."""
 
     hidden_dims: Sequence[int]
     num_qs: int = 2
@@ -93,9 +99,10 @@ class QEnsemble(nn.Module):
     @nn.compact
     def __call__(self, obs, act):
         ensemble = nn.vmap(
-            LayerNormMLP if self.layer_norm else MLP, variable_axes={"params": 0},
-            split_rngs={"params": True}, in_axes=None, out_axes=0, axis_size=self.num_qs)
-        return ensemble(self.hidden_dims, 1)(jnp.concatenate([obs, act], axis=-1))[..., 0]
+            MLP, variable_axes={"params": 0}, split_rngs={"params": True},
+            in_axes=None, out_axes=0, axis_size=self.num_qs)
+        return ensemble(self.hidden_dims, 1, layer_norm=self.layer_norm)(
+            jnp.concatenate([obs, act], axis=-1))[..., 0]
 
 
 def squashed_action(mean, log_std, key, deterministic: bool):
@@ -103,22 +110,6 @@ def squashed_action(mean, log_std, key, deterministic: bool):
     if deterministic:
         return jnp.tanh(mean)
     return sample_tanh_gaussian(mean, log_std, key)[0]
-
-
-class LayerNormMLP(nn.Module):
-    """An MLP whose hidden layers are Dense -> activation -> LayerNorm (ReBRAC's critic; the
-    output layer is a plain Dense)."""
-
-    hidden_dims: Sequence[int]
-    output_dim: int
-    activation: str = "relu"
-
-    @nn.compact
-    def __call__(self, x):
-        act = getattr(nn, self.activation)
-        for width in self.hidden_dims:
-            x = nn.LayerNorm()(act(nn.Dense(width)(x)))
-        return nn.Dense(self.output_dim)(x)
 
 
 class DeterministicTanhPolicy(nn.Module):
@@ -131,5 +122,4 @@ class DeterministicTanhPolicy(nn.Module):
 
     @nn.compact
     def __call__(self, obs):
-        body = LayerNormMLP if self.layer_norm else MLP
-        return jnp.tanh(body(self.hidden_dims, self.act_dim)(obs))
+        return jnp.tanh(MLP(self.hidden_dims, self.act_dim, layer_norm=self.layer_norm)(obs))
