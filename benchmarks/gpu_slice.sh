@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# The validate profile's costly algorithms on one GPU, within a fixed wall-clock budget, then the
+# device check: what issue 19 calls "the GPU slice", run by one command on a lent GPU machine.
+#
+#   benchmarks/gpu_slice.sh OUT [TRAIN_S] [CHECK_S]
+#
+# Each algorithm is its own `offrl bench --profile validate` process (one task, SEEDS vmapped
+# seeds, UPDATES updates, an evaluation of 10 episodes every EVAL_EVERY updates), all of them at
+# once on the one GPU: compilation and the host's evaluation episodes run on the CPU cores in
+# parallel, and the small networks leave the GPU mostly idle in any one process. Every process
+# stops after TRAIN_S seconds whatever it has reached; the records of the evaluations it made are
+# kept (they are appended one evaluation at a time), so an algorithm that did not finish has a
+# learning curve up to where the budget ended, and its log says how far it got. Then
+# `python -m benchmarks.device_check` measures clean updates/s for CHECK_S seconds.
+# Everything small is packed into OUT/gpu_slice.tar.gz (checkpoints and fitted models left out).
+#
+# The dataset is made first (or found on disk: carry it to a machine without the shipped data
+# cache, as $OFFRL_DATA_DIR/generated/PROFILE/TASK-gen1.hdf5).
+#
+# Environment: ALGOS (default: the eight costly ones), TASK (hopper-medium-replay), SEEDS (3),
+# UPDATES (200000, the cheap algorithms' validate budget), EVAL_EVERY (10000), PROFILE
+# (validate; `tiny` to try the script on a CPU), CHECK_ARGS (extra device_check arguments).
+set -u
+out=${1:?usage: benchmarks/gpu_slice.sh OUT [TRAIN_S] [CHECK_S]}
+train_s=${2:-400}
+check_s=${3:-110}
+algos=${ALGOS:-cql combo atac rambo armor mobile sacn edac}
+python=${PYTHON:-python3}
+mkdir -p "$out"
+export XLA_PYTHON_CLIENT_PREALLOCATE=false  # eight processes share one card
+{
+  date -u +%FT%TZ
+  git rev-parse HEAD 2>/dev/null
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null
+  nproc
+  "$python" -c "import sys, jax, flax, mujoco; print(sys.version.split()[0], 'jax', jax.__version__, 'flax', flax.__version__, 'mujoco', mujoco.__version__, jax.devices())"
+} > "$out/machine.txt" 2>&1
+cat "$out/machine.txt"
+
+# the dataset first, once (a no-op where it is on disk): parallel processes must not race to make it
+task=${TASK:-hopper-medium-replay}
+"$python" -m offrl_jax.cli data generate --env "${task%%-*}" --kinds "${task#*-}" \
+  --profile "${PROFILE:-validate}" > "$out/data.log" 2>&1 || { tail -5 "$out/data.log"; exit 1; }
+for algo in $algos; do
+  timeout --signal=TERM --kill-after=10 "$train_s" \
+    "$python" -m offrl_jax.cli bench --profile "${PROFILE:-validate}" --algos "$algo" \
+      --tasks "$task" --seeds "${SEEDS:-3}" \
+      --updates "${UPDATES:-200000}" --eval-every "${EVAL_EVERY:-10000}" \
+      --out "$out/runs/$algo" > "$out/$algo.log" 2>&1 &
+done
+wait
+for algo in $algos; do
+  printf '%s: ' "$algo"; tr '\r' '\n' < "$out/$algo.log" | grep -E 'eval [0-9]+/|Error|error' | tail -1
+done
+
+# shellcheck disable=SC2086
+"$python" -m benchmarks.device_check --budget-s "$check_s" --out "$out/device_check" \
+  ${CHECK_ARGS:-} > "$out/device_check.log" 2>&1
+tail -5 "$out/device_check.log"
+tar -czf "$out/gpu_slice.tar.gz" --exclude=checkpoints --exclude=models \
+  -C "$out" machine.txt runs device_check $(cd "$out" && ls ./*.log)
+ls -la "$out/gpu_slice.tar.gz"
