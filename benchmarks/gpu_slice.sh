@@ -12,7 +12,8 @@
 # kept (they are appended one evaluation at a time), so an algorithm that did not finish has a
 # learning curve up to where the budget ended, and its log says how far it got. Then
 # `python -m benchmarks.device_check` measures clean updates/s for CHECK_S seconds.
-# Everything small is packed into OUT/gpu_slice.tar.gz (checkpoints and fitted models left out).
+# Everything small is packed into OUT/gpu_slice.tar.gz (checkpoints and fitted models left out),
+# once after training and again after the device check; PACK_TO=DIR also copies it there.
 #
 # The dataset is made first (or found on disk: carry it to a machine without the shipped data
 # cache, as $OFFRL_DATA_DIR/generated/PROFILE/TASK-gen1.hdf5).
@@ -53,10 +54,16 @@ for algo in $algos; do
   printf '%s: ' "$algo"; tr '\r' '\n' < "$out/$algo.log" | grep -E 'eval [0-9]+/|Error|error' | tail -1
 done
 
+pack() {  # the small files so far into one archive (and a copy into $PACK_TO, if set)
+  tar -czf "$out/gpu_slice.tar.gz" --exclude=checkpoints --exclude=models -C "$out" \
+    $(cd "$out" && ls -d machine.txt runs device_check ./*.log 2>/dev/null)
+  if [ -n "${PACK_TO:-}" ]; then cp "$out/gpu_slice.tar.gz" "$PACK_TO/"; fi
+}
+pack  # the training results are safe before the device check starts
+
 # shellcheck disable=SC2086
-"$python" -m benchmarks.device_check --budget-s "$check_s" --out "$out/device_check" \
-  ${CHECK_ARGS:-} > "$out/device_check.log" 2>&1
+timeout --kill-after=10 $((check_s + 120)) "$python" -m benchmarks.device_check \
+  --budget-s "$check_s" --out "$out/device_check" ${CHECK_ARGS:-} > "$out/device_check.log" 2>&1
 tail -5 "$out/device_check.log"
-tar -czf "$out/gpu_slice.tar.gz" --exclude=checkpoints --exclude=models \
-  -C "$out" machine.txt runs device_check $(cd "$out" && ls ./*.log)
+pack
 ls -la "$out/gpu_slice.tar.gz"
