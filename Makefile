@@ -51,13 +51,21 @@ benchmark: $(STAMP)
 	$(PY) -m offrl_jax.cli bench $(if $(PROFILE),--profile $(PROFILE),)
 
 # The reproduction report (README "Validation"): hours of CPU, resumable (re-run to continue).
-# Cheap algorithms with 5 seeds, costly ones with 3, merged into results/validate.
+# One task at a time, so that hopper-medium-replay is complete (every algorithm) before
+# hopper-medium-expert starts: cheap algorithms with 5 seeds, costly ones with 3, each task in its
+# own run directories, all merged into results/validate.
+VALIDATE_TASKS := hopper-medium-replay hopper-medium-expert
 VALIDATE_FIVE := bc iql td3bc rebrac mopo morel
 VALIDATE_THREE := cql combo atac rambo armor mobile sacn edac
 validate: $(STAMP)
-	$(PY) -m offrl_jax.cli bench --profile validate --algos $(VALIDATE_FIVE) --seeds 5 --out results/validate/five-seeds
-	$(PY) -m offrl_jax.cli bench --profile validate --algos $(VALIDATE_THREE) --seeds 3 --out results/validate/three-seeds
-	$(PY) -m offrl_jax.cli report results/validate/five-seeds results/validate/three-seeds --out results/validate
+	set -e; for task in $(VALIDATE_TASKS); do \
+	  $(PY) -m offrl_jax.cli bench --profile validate --tasks $$task --algos $(VALIDATE_FIVE) \
+	    --seeds 5 --out results/validate/$$task/five-seeds; \
+	  $(PY) -m offrl_jax.cli bench --profile validate --tasks $$task --algos $(VALIDATE_THREE) \
+	    --seeds 3 --out results/validate/$$task/three-seeds; \
+	done
+	$(PY) -m offrl_jax.cli report $(foreach t,$(VALIDATE_TASKS),results/validate/$(t)/*-seeds) \
+	  --out results/validate
 
 data: $(STAMP)
 	$(PY) -m offrl_jax.cli data generate --env $(ENV) $(if $(PROFILE),--profile $(PROFILE),)

@@ -34,9 +34,11 @@ def _run_info(directory: Path) -> dict:
                          f"{type(error).__name__}: {error}") from None
 
 
-def merge_runs(directories: list[str | Path], out_dir: str | Path) -> list[dict]:
+def merge_runs(directories: list[str | Path], out_dir: str | Path,
+               algorithms: list[str] | None = None) -> list[dict]:
     """Merge the runs into ``out_dir`` (records, ``run.json`` naming every source, summary
-    tables and plots); returns the summary rows."""
+    tables and plots); returns the summary rows. ``algorithms`` keeps those algorithms' records
+    alone (each must be in at least one of the runs)."""
     directories = [Path(d) for d in directories]
     out_dir = Path(out_dir)
     infos = {d: _run_info(d) for d in directories}
@@ -52,10 +54,21 @@ def merge_runs(directories: list[str | Path], out_dir: str | Path) -> list[dict]
                     f"task {task!r}: {first_dir} ran it on {first.get('dataset_id')!r} and "
                     f"{directory} on {task_info.get('dataset_id')!r}; results on two versions "
                     f"of a dataset cannot share a table")
+            digests = (first.get("sha256"), task_info.get("sha256"))
+            if None not in digests and digests[0] != digests[1]:
+                raise MergeError(
+                    f"task {task!r}: {first_dir} and {directory} both ran "
+                    f"{first.get('dataset_id')!r}, but on different files (sha256 {digests[0]} "
+                    f"and {digests[1]}); results on two versions of a dataset cannot share a "
+                    f"table")
     cells: dict[tuple, Path] = {}
     groups: dict[tuple, list[dict]] = defaultdict(list)
+    found = set()
     for directory in directories:
         for record in load_records(directory):
+            found.add(record["algorithm"])
+            if algorithms is not None and record["algorithm"] not in algorithms:
+                continue
             point = json.dumps(record.get("sweep") or {}, sort_keys=True)
             cell = (record["algorithm"], record["task"], record["seed"], point, record["step"])
             if cell in cells:
@@ -66,6 +79,11 @@ def merge_runs(directories: list[str | Path], out_dir: str | Path) -> list[dict]
             cells[cell] = directory
             sweep_key = tuple(sorted((record.get("sweep") or {}).keys()))
             groups[(record["algorithm"], record["task"], sweep_key)].append(record)
+    missing = sorted(set(algorithms or ()) - found)
+    if missing:
+        raise MergeError(f"--algos {' '.join(missing)}: in none of the runs "
+                         f"({', '.join(str(d) for d in directories)}), which hold "
+                         f"{', '.join(sorted(found)) or 'no records'}")
     for (algo, task, sweep_key), records in groups.items():
         records.sort(key=lambda r: (r["step"], json.dumps(r.get("sweep") or {}), r["seed"]))
         sweep = {name: [] for name in sweep_key} or None
@@ -79,7 +97,7 @@ def merge_runs(directories: list[str | Path], out_dir: str | Path) -> list[dict]
     merged = {
         "merged_from": {str(d): {k: info.get(k) for k in ("profile", "commit", "device",
                                                           "started", "finished", "seeds",
-                                                          "algorithms", "tasks")}
+                                                          "algorithms", "tasks", "train")}
                         for d, info in infos.items()},
         "profile": joined("profile"), "device": joined("device"),
         "device_count": max(int(info.get("device_count") or 1) for info in infos.values()),

@@ -6,6 +6,7 @@ Layout of a run directory::
     records/ALGO__TASK.jsonl  one line per seed per evaluation (atomically rewritten)
     cells/ALGO__TASK.json     what the cell ran, where and when (offrl_jax.training.cells)
     summary.md, summary.csv   normalized scores per algorithm and task
+    comparison.md             each algorithm beside BC, the dataset's mean and its paper's score
     plots/curves_TASK.png     learning curves, plots/scores.png the bar chart
 
 A hyperparameter sweep (records with ``"sweep": {leaf: value}``) writes
@@ -28,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from offrl_jax.data._io import atomic_output
+from offrl_jax.results.compare import comparison_markdown, comparison_rows
 from offrl_jax.results.stats import (
     aggregate,
     iqm_is_mean,
@@ -340,6 +342,8 @@ def write_summary(run_dir: Path) -> list[dict]:
     write_text_atomic(run_dir / "summary.csv", summary_csv(rows))
     write_text_atomic(run_dir / "probability_of_improvement.md",
                       improvement_markdown(records))
+    write_text_atomic(run_dir / "comparison.md",
+                      comparison_markdown(comparison_rows(records, run_info), run_info))
     write_plots(run_dir, records, rows)
     return rows
 

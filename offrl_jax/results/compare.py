@@ -1,0 +1,143 @@
+"""The comparison table of a run (``comparison.md``): each algorithm's score on a task beside
+what the same data gives without learning anything beyond it (BC trained in the same run, and
+the dataset's own mean return) and beside the score its paper published on D4RL.
+
+Per task, one row per algorithm (sweep points count as algorithms):
+
+* the updates it reached, against the updates planned where the run says (a cell cut short,
+  by a time budget or a kill, shows its last evaluated step);
+* its final score (mean ± std over seeds) and the mean of its last evaluations;
+* against BC of the same run on the same task: the difference of the final means and the
+  probability of improvement P(algorithm > BC) with its 95% bootstrap CI
+  (:func:`offrl_jax.results.stats.probability_of_improvement`);
+* the dataset's normalized mean return (generated data records it; ``run.json``);
+* the published score (:mod:`offrl_jax.results.published`), which comes from the D4RL
+  datasets and the paper's own budget (usually 1M updates or more, and other seeds): a
+  reference point for the order of magnitude, not a target the row must hit.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+
+from offrl_jax.results.published import published_score
+from offrl_jax.results.stats import probability_of_improvement
+
+BASELINE = "bc"
+
+
+def _planned_updates(run_info: dict) -> dict[str, int]:
+    """``{algorithm: num_updates}`` from ``run.json``'s ``train`` (a run) or from every merged
+    run's (``offrl report``)."""
+    out: dict[str, int] = {}
+    sources = [run_info] + list(run_info.get("merged_from", {}).values())
+    for source in sources:
+        for algo, train in (source.get("train") or {}).items():
+            if isinstance(train, dict) and "num_updates" in train:
+                out.setdefault(algo, int(train["num_updates"]))
+    return out
+
+
+def dataset_mean(run_info: dict, task: str) -> float | None:
+    """The normalized mean return of the task's data, where ``run.json`` records it (the
+    suite's generated data does); None for files that carry no statistics."""
+    info = run_info.get("data", {}).get(task, {})
+    stats = (info.get("generated") or {}).get("statistics") or {}
+    value = stats.get("normalized_mean")
+    return None if value is None else float(value)
+
+
+def comparison_rows(records: list[dict], run_info: dict, last_k: int = 10) -> list[dict]:
+    """One dict per (task, algorithm label), tasks sorted, algorithms in label order; see the
+    module's docstring for the columns."""
+    from offrl_jax.results.report import run_label  # report imports this module
+
+    curves: dict[tuple[str, str], dict[int, list[tuple[int, float]]]] = defaultdict(
+        lambda: defaultdict(list))
+    algorithm_of: dict[str, str] = {}
+    for r in records:
+        label = run_label(r)
+        algorithm_of[label] = r["algorithm"]
+        if r["normalized_score"] is not None:
+            curves[(label, r["task"])][r["seed"]].append((r["step"], r["normalized_score"]))
+    planned = _planned_updates(run_info)
+    rows = []
+    for task in sorted({task for _, task in curves}):
+        finals = {}
+        for (label, t), seeds in curves.items():
+            if t == task:
+                finals[label] = {s: sorted(v) for s, v in seeds.items()}
+        baseline = finals.get(BASELINE)
+        base_final = (np.array([v[-1][1] for v in baseline.values()])
+                      if baseline else None)
+        for label in sorted(finals, key=lambda x: (x != BASELINE, x)):
+            seeds = finals[label]
+            final = np.array([v[-1][1] for v in seeds.values()])
+            last = np.array([np.mean([x for _, x in v[-last_k:]]) for v in seeds.values()])
+            row = {
+                "task": task, "algorithm": label, "seeds": len(seeds),
+                "updates": min(v[-1][0] for v in seeds.values()),
+                "planned": planned.get(algorithm_of[label]),
+                "final_mean": float(final.mean()), "final_std": float(final.std()),
+                "last_mean": float(last.mean()),
+                "last_n": min(min(len(v), last_k) for v in seeds.values()),
+                "dataset_mean": dataset_mean(run_info, task),
+                "published": published_score(algorithm_of[label], task),
+                "vs_bc": None, "p_over_bc": None,
+            }
+            if base_final is not None and label != BASELINE:
+                row["vs_bc"] = float(final.mean() - base_final.mean())
+                row["p_over_bc"] = probability_of_improvement([final], [base_final],
+                                                              reps=10_000)
+            rows.append(row)
+    return rows
+
+
+def _updates(row: dict) -> str:
+    reached = f"{row['updates'] / 1000:g}k"
+    if row["planned"] and row["planned"] != row["updates"]:
+        return f"{reached} of {row['planned'] / 1000:g}k"
+    return reached
+
+
+def comparison_markdown(rows: list[dict], run_info: dict) -> str:
+    """The rows as one Markdown table per task, with the notes that say how to read them."""
+    lines = []
+    for task in dict.fromkeys(r["task"] for r in rows):
+        task_rows = [r for r in rows if r["task"] == task]
+        mean = task_rows[0]["dataset_mean"]
+        lines += [f"### {task}", "",
+                  f"Dataset mean (normalized return of its episodes): "
+                  f"{'unknown' if mean is None else f'{mean:.1f}'}.", "",
+                  "| algorithm | seeds | updates | final (mean ± std) | last-N mean (N) "
+                  "| final − BC | P(> BC) [95% CI] | final − dataset mean | published "
+                  "(D4RL, paper's budget) |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for r in task_rows:
+            p, published = r["p_over_bc"], r["published"]
+            vs_bc = "-" if r["vs_bc"] is None else f"{r['vs_bc']:+.1f}"
+            p_text = "-" if p is None else f"{p[0]:.2f} [{p[1]:.2f}, {p[2]:.2f}]"
+            vs_data = "-" if mean is None else f"{r['final_mean'] - mean:+.1f}"
+            paper = "-" if published is None else f"{published[0]:.1f} ({published[1]})"
+            lines.append(
+                f"| {r['algorithm']} | {r['seeds']} | {_updates(r)} "
+                f"| {r['final_mean']:.1f} ± {r['final_std']:.1f} "
+                f"| {r['last_mean']:.1f} ({r['last_n']}) | {vs_bc} | {p_text} | {vs_data} "
+                f"| {paper} |")
+        lines.append("")
+    lines += [
+        "Normalized scores (0 = random, 100 = expert). final: the last evaluation of each seed; "
+        "last-N: the mean of each seed's last N evaluations (at most 10). updates: the last "
+        "evaluated step, \"of\" the planned number where a cell stopped early. final − BC and "
+        "P(> BC): against BC trained in the same run on the same data (P: probability that a "
+        "seed of the row scores above a seed of BC, Mann-Whitney U, 95% bootstrap CI over "
+        "seeds, 10,000 resamples). published: the paper's D4RL score (source in "
+        "offrl_jax/results/published.py), on D4RL's own datasets, with the paper's budget "
+        "(usually 1M updates or more) and seeds: a different experiment, shown for the order "
+        "of magnitude, not a target this run must reach.",
+        f"Profile {run_info.get('profile')}, device {run_info.get('device')}, commit "
+        f"{run_info.get('commit')}.",
+    ]
+    return "\n".join(lines) + "\n"
