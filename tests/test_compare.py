@@ -8,7 +8,7 @@ import pytest
 
 from offrl_jax.results.compare import comparison_markdown, comparison_rows
 from offrl_jax.results.merge import MergeError, merge_runs
-from offrl_jax.results.published import PUBLISHED, published_score
+from offrl_jax.results.published import PUBLISHED, SOURCES, published_score
 
 
 def records(algo, task, scores_per_seed, every=1000):
@@ -70,9 +70,9 @@ def test_a_task_without_bc_or_statistics_leaves_those_columns_empty():
 def test_every_published_score_names_a_source_and_is_a_normalized_score():
     assert PUBLISHED[TASK], "the validation tasks have published scores"
     for task, table in PUBLISHED.items():
-        for algo, (score, _) in table.items():
-            value, source = published_score(algo, task + "-v2")
-            assert value == score and 0.0 < value < 130.0 and source
+        for algo, (score, key) in table.items():
+            assert published_score(algo, task + "-v2") == (score, key)
+            assert 0.0 < score < 130.0 and SOURCES[key]
     assert published_score("bc", "ant-medium") is None
 
 
@@ -99,6 +99,7 @@ def test_report_keeps_only_the_named_algorithms_and_checks_the_data_file(tmp_pat
         [f"bc__{TASK}.jsonl", f"cql__{TASK}.jsonl"]
     comparison = (tmp_path / "m" / "comparison.md").read_text()
     assert "| cql | 3 | 1k |" in comparison and "+60.0" in comparison
+    assert "| 95.0 [iql] |" in comparison and "[iql] IQL paper" in comparison
     with pytest.raises(MergeError, match="--algos td3bc: in none of the runs"):
         merge_runs([tmp_path / "cpu", tmp_path / "gpu"], tmp_path / "n", ["bc", "td3bc"])
     # The same dataset id made twice, differently (another machine's data): refused.

@@ -22,7 +22,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from offrl_jax.results.published import published_score
+from offrl_jax.results.published import SOURCES, published_score
 from offrl_jax.results.stats import probability_of_improvement
 
 BASELINE = "bc"
@@ -120,7 +120,7 @@ def comparison_markdown(rows: list[dict], run_info: dict) -> str:
             vs_bc = "-" if r["vs_bc"] is None else f"{r['vs_bc']:+.1f}"
             p_text = "-" if p is None else f"{p[0]:.2f} [{p[1]:.2f}, {p[2]:.2f}]"
             vs_data = "-" if mean is None else f"{r['final_mean'] - mean:+.1f}"
-            paper = "-" if published is None else f"{published[0]:.1f} ({published[1]})"
+            paper = "-" if published is None else f"{published[0]:.1f} [{published[1]}]"
             lines.append(
                 f"| {r['algorithm']} | {r['seeds']} | {_updates(r)} "
                 f"| {r['final_mean']:.1f} ± {r['final_std']:.1f} "
@@ -131,12 +131,15 @@ def comparison_markdown(rows: list[dict], run_info: dict) -> str:
         "Normalized scores (0 = random, 100 = expert). final: the last evaluation of each seed; "
         "last-N: the mean of each seed's last N evaluations (at most 10). updates: the last "
         "evaluated step, \"of\" the planned number where a cell stopped early. final − BC and "
-        "P(> BC): against BC trained in the same run on the same data (P: probability that a "
+        "P(> BC): against the BC rows of this table, on the same data (P: probability that a "
         "seed of the row scores above a seed of BC, Mann-Whitney U, 95% bootstrap CI over "
-        "seeds, 10,000 resamples). published: the paper's D4RL score (source in "
+        "seeds, 10,000 resamples). published: the paper's D4RL score ([source] below, from "
         "offrl_jax/results/published.py), on D4RL's own datasets, with the paper's budget "
         "(usually 1M updates or more) and seeds: a different experiment, shown for the order "
         "of magnitude, not a target this run must reach.",
+        "Published sources: " + "; ".join(
+            f"[{key}] {SOURCES[key]}" for key in dict.fromkeys(
+                r["published"][1] for r in rows if r["published"])) + ".",
         f"Profile {run_info.get('profile')}, device {run_info.get('device')}, commit "
         f"{run_info.get('commit')}.",
     ]
