@@ -5,12 +5,16 @@
 #   benchmarks/gpu_slice.sh OUT [TRAIN_S] [CHECK_S]
 #
 # Each algorithm is its own `offrl bench --profile validate` process (one task, SEEDS vmapped
-# seeds, UPDATES updates, an evaluation of 10 episodes every EVAL_EVERY updates), all of them at
-# once on the one GPU: compilation and the host's evaluation episodes run on the CPU cores in
-# parallel, and the small networks leave the GPU mostly idle in any one process. Every process
-# stops after TRAIN_S seconds whatever it has reached; the records of the evaluations it made are
-# kept (they are appended one evaluation at a time), so an algorithm that did not finish has a
-# learning curve up to where the budget ended, and its log says how far it got. Then
+# seeds, UPDATES updates, an evaluation of 10 episodes every EVAL_EVERY updates). By default they
+# run one after another, each with an equal share of what is left of TRAIN_S (time an algorithm
+# does not use passes to the next). PARALLEL=1 starts them all at once instead: measured on an
+# H200 (README "Speed"), eight processes sharing the card ran far below a fair share of the
+# one-process rate (ARMOR 36 updates/s with 3 seeds, against 1441 for one seed alone), so it
+# is kept only for comparison. A process stops at its deadline whatever it has reached; the
+# records of the evaluations it made are kept (appended one evaluation at a time), so an
+# algorithm that did not finish has a learning curve up to where its time ended, and its log
+# says how far it got. A second call into the same OUT resumes every cell from its checkpoint.
+# Then
 # `python -m benchmarks.device_check` measures clean updates/s for CHECK_S seconds.
 # Everything small is packed into OUT/gpu_slice.tar.gz (checkpoints and fitted models left out),
 # once after training and again after the device check; PACK_TO=DIR also copies it there.
@@ -28,7 +32,7 @@ check_s=${3:-110}
 algos=${ALGOS:-cql combo atac rambo armor mobile sacn edac}
 python=${PYTHON:-python3}
 mkdir -p "$out"
-export XLA_PYTHON_CLIENT_PREALLOCATE=false  # eight processes share one card
+export XLA_PYTHON_CLIENT_PREALLOCATE=false  # with PARALLEL=1, several processes share the card
 {
   date -u +%FT%TZ
   git rev-parse HEAD 2>/dev/null
@@ -42,14 +46,25 @@ cat "$out/machine.txt"
 task=${TASK:-hopper-medium-replay}
 "$python" -m offrl_jax.cli data generate --env "${task%%-*}" --kinds "${task#*-}" \
   --profile "${PROFILE:-validate}" > "$out/data.log" 2>&1 || { tail -5 "$out/data.log"; exit 1; }
-for algo in $algos; do
-  timeout --signal=TERM --kill-after=10 "$train_s" \
-    "$python" -m offrl_jax.cli bench --profile "${PROFILE:-validate}" --algos "$algo" \
+bench() {  # bench ALGO SECONDS
+  timeout --signal=TERM --kill-after=10 "$2" \
+    "$python" -m offrl_jax.cli bench --profile "${PROFILE:-validate}" --algos "$1" \
       --tasks "$task" --seeds "${SEEDS:-3}" \
       --updates "${UPDATES:-200000}" --eval-every "${EVAL_EVERY:-10000}" \
-      --out "$out/runs/$algo" > "$out/$algo.log" 2>&1 &
-done
-wait
+      --out "$out/runs/$1" > "$out/$1.log" 2>&1
+}
+if [ "${PARALLEL:-0}" = 1 ]; then
+  for algo in $algos; do bench "$algo" "$train_s" & done
+  wait
+else
+  end=$(( $(date +%s) + train_s ))
+  left=$(echo $algos | wc -w)
+  for algo in $algos; do
+    share=$(( (end - $(date +%s)) / left ))
+    if [ "$share" -ge 5 ]; then bench "$algo" "$share"; else echo "$algo: no time left" > "$out/$algo.log"; fi
+    left=$(( left - 1 ))
+  done
+fi
 for algo in $algos; do
   printf '%s: ' "$algo"; tr '\r' '\n' < "$out/$algo.log" | grep -E 'eval [0-9]+/|Error|error' | tail -1
 done
