@@ -55,7 +55,7 @@ benchmark: $(STAMP)
 # hopper-medium-expert starts: cheap algorithms with 5 seeds, costly ones with 3, each task in its
 # own run directories, all merged into results/validate.
 VALIDATE_TASKS := hopper-medium-replay hopper-medium-expert
-VALIDATE_FIVE := bc iql td3bc rebrac mopo morel
+VALIDATE_FIVE := bc iql mopo morel td3bc rebrac
 VALIDATE_THREE := cql combo atac rambo armor mobile sacn edac
 validate: $(STAMP)
 	set -e; for task in $(VALIDATE_TASKS); do \

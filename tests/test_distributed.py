@@ -291,3 +291,30 @@ def test_ray_fits_a_shared_model_once_and_equals_a_local_run(toy_task, tmp_path)
     assert sorted(p.name for p in (tmp_path / "ray" / "models").iterdir()) == sorted(
         p.name for p in (tmp_path / "local" / "models").iterdir())
     assert load_records(tmp_path / "ray") == load_records(tmp_path / "local")
+
+
+
+def test_a_resumed_cell_keeps_the_history_of_its_calls(toy_hopper_dataset, tmp_path):
+    """cells/ALGO__TASK.json lists every call that worked on the cell: a killed one (left
+    "running" in the file, here in the format before the list existed) and the resuming one."""
+    write_d4rl_hdf5(tmp_path / "toy.hdf5", toy_hopper_dataset)
+    out = tmp_path / "run"
+    args = ["bench", "--profile", "tiny", "--algos", "bc", "--tasks",
+            f"hist-toy=hopper:{tmp_path / 'toy.hdf5'}", "--seeds", "1", "--eval-every", "20",
+            "--eval-episodes", "1", "--out", str(out)]
+    main([*args, "--updates", "20"])
+    path = out / "cells" / "bc__hist-toy.json"
+    first = json.loads(path.read_text())
+    assert [c["status"] for c in first["invocations"]] == ["finished"]
+    assert first["total_seconds"] == first["seconds"] > 0
+    # As a run killed during its first call would have left it (and without the list).
+    old = {k: v for k, v in first.items() if k not in ("invocations", "total_seconds")}
+    path.write_text(json.dumps({**old, "status": "running", "started": "2026-01-01T00:00:00"}))
+    main([*args, "--updates", "40"])
+    second = json.loads(path.read_text())
+    calls = second["invocations"]
+    assert [c["status"] for c in calls] == ["killed", "finished"]
+    assert calls[0]["seconds"] == first["seconds"] and second["started"] == "2026-01-01T00:00:00"
+    assert second["total_seconds"] == pytest.approx(first["seconds"] + calls[1]["seconds"],
+                                                    abs=0.11)
+    assert second["status"] == "finished" and second["seconds"] == calls[1]["seconds"]

@@ -185,18 +185,35 @@ def run_cell(cell: Cell, dataset: Dataset | None = None) -> dict:
     own files (module docstring); returns what ``cells/NAME.json`` holds: ``algorithm``,
     ``task``, ``sweep``, ``seeds``, ``train``, ``config``, ``data``, ``models`` (the report of
     :func:`~offrl_jax.models.store.load_or_fit`, for algorithms with ``pretrain``), ``host``,
-    ``pid``, ``device``, ``device_count``, ``started``, ``finished``, ``seconds``, ``status``.
+    ``pid``, ``device``, ``device_count``, ``started``, ``finished``, ``seconds``, ``status``,
+    and ``invocations``: one entry (``started``, ``seconds``, ``status``, where it ran) per
+    call that worked on the cell, earlier ones (a killed run, another session's, a finished
+    cell called again) kept from the file, so a cell resumed across sessions and machines says
+    where its time went. ``seconds`` is this call's, kept current at every evaluation;
+    ``total_seconds`` their sum; ``started`` the first call's start.
 
     ``dataset``: the task's data, already loaded (the local runner); None: load and check it
     (:func:`load_cell_dataset`)."""
     started, clock = _now(), time.perf_counter()
     task, dataset = _task_and_dataset(cell, dataset)
     out_dir = Path(cell.out_dir)
+    earlier = _earlier_invocations(cell_file(out_dir, cell))
     info = {"algorithm": cell.algorithm, "task": task.name, "sweep": cell.sweep,
             "seeds": list(cell.seeds), "train": dataclasses.asdict(cell.train),
             "config": repr(cell.config),
             "data": {key: cell.data.get(key) for key in ("dataset_id", "path", "sha256")},
             **_where(), "started": started, "status": "running"}
+
+    def stamp(status: str) -> None:  # this call's time so far, beside the earlier calls'
+        seconds = round(time.perf_counter() - clock, 1)
+        this = {"started": started, "seconds": seconds, "status": status,
+                **{k: info[k] for k in ("host", "pid", "device", "device_count")}}
+        info.update(seconds=seconds, status=status, invocations=[*earlier, this],
+                    total_seconds=round(sum(i.get("seconds") or 0.0
+                                            for i in [*earlier, this]), 1),
+                    started=(earlier[0].get("started") if earlier else started))
+        write_text_atomic(cell_file(out_dir, cell), json.dumps(info, indent=2))
+
     # A sweep's files are apart from the unswept run's, so both can share out_dir.
     trainer = Trainer(get_algorithm(cell.algorithm), cell.config, dataset, task.spec,
                       list(cell.seeds), cell.train,
@@ -205,7 +222,7 @@ def run_cell(cell: Cell, dataset: Dataset | None = None) -> dict:
     models = trainer.prepare_models()
     if models is not None:
         info["models"] = models
-    write_text_atomic(cell_file(out_dir, cell), json.dumps(info, indent=2))
+    stamp("running")
     progress_line = _ProgressLine(cell.label, cell.train.eval_every, len(cell.seeds), cell.sweep,
                                   cell.progress)
 
@@ -214,14 +231,30 @@ def run_cell(cell: Cell, dataset: Dataset | None = None) -> dict:
         write_scalar_logs(out_dir, cell.algorithm, task.name, all_records, cell.sweep)
         if cell.tensorboard:
             write_tensorboard_logs(out_dir, cell.algorithm, task.name, all_records, cell.sweep)
+        stamp("running")
         progress_line(i, n, new)
 
     carry = trainer.run(on_interval)
     write_records(out_dir, cell.algorithm, task.name, carry["records"], cell.sweep)
-    info.update(finished=_now(), seconds=round(time.perf_counter() - clock, 1),
-                status="finished")
-    write_text_atomic(cell_file(out_dir, cell), json.dumps(info, indent=2))
+    info["finished"] = _now()
+    stamp("finished")
     return info
+
+
+def _earlier_invocations(path: Path) -> list[dict]:
+    """The invocations a cell file records (an older file without the list counts as one; a
+    "running" status there means that call was killed); none when there is no file."""
+    try:
+        previous = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    if "invocations" in previous:
+        calls = previous["invocations"]
+    else:
+        calls = [{k: previous.get(k) for k in ("started", "seconds", "status", "host", "pid",
+                                                 "device", "device_count")}]
+    return [{**c, "status": "killed" if c.get("status") == "running" else c.get("status")}
+            for c in calls]
 
 
 class _ProgressLine:
