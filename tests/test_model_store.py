@@ -179,8 +179,12 @@ def test_store_entries_are_atomic_and_mismatches_name_the_file(tmp_path, monkeyp
     store.save(key, tree)
     with pytest.raises(ModelStoreError, match=r"'leaves': expected .*\(2, 4\).*found .*\(2, 3\)"):
         store.load(key, {"w": np.zeros((2, 4), np.float32), "n": np.int32(0)})
-    fits = []
+    fits, lines = [], []
     stacked, report = load_or_fit(None, [key], tree, lambda idx: fits.append(idx) or
-                                  jax.tree_util.tree_map(lambda x: np.stack([x]), tree))
+                                  jax.tree_util.tree_map(lambda x: np.stack([x]), tree),
+                                  log=lines.append)
     assert fits == [[0]] and report["fitted"] == [0] and report["store"] is None
+    # A line before the silent fit (which can take minutes), and one with its time after it.
+    assert lines[0].startswith("fitting 1 model(s) for seeds [0] (one program") and \
+        lines[1].startswith("fitting 1 model(s) for seeds [0]: ") and len(lines) == 2
     assert stacked["w"].shape == (1, 2, 3)

@@ -218,6 +218,9 @@ def load_or_fit(store: ModelStore | None, keys: Sequence[EntryKey], template,
             f"({load_seconds:.1f} s)")
     fit_seconds = 0.0
     if missing:
+        if log:  # one compiled program, silent until it ends: say what it is doing
+            log(f"fitting {len(missing)} model(s) for seeds {[keys[i].seed for i in missing]} "
+                f"(one program, to early stopping; minutes on a CPU)...")
         started = time.perf_counter()
         fitted = jax.device_get(fit(missing))
         fit_seconds = time.perf_counter() - started
