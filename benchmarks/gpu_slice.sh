@@ -24,7 +24,9 @@
 #
 # Environment: ALGOS (default: the eight costly ones), TASK (hopper-medium-replay), SEEDS (3),
 # UPDATES (200000, the cheap algorithms' validate budget), EVAL_EVERY (10000), PROFILE
-# (validate; `tiny` to try the script on a CPU), CHECK_ARGS (extra device_check arguments).
+# (validate; `tiny` to try the script on a CPU), CHECK_ARGS (extra device_check arguments),
+# BENCH_ARGS (extra `offrl bench` arguments, e.g. the papers' critics on a GPU:
+# "--set sacn.agent.num_qs=200 --set edac.agent.num_qs=50"; the profile's 10 suit a CPU).
 set -u
 out=${1:?usage: benchmarks/gpu_slice.sh OUT [TRAIN_S] [CHECK_S]}
 train_s=${2:-400}
@@ -46,12 +48,13 @@ cat "$out/machine.txt"
 task=${TASK:-hopper-medium-replay}
 "$python" -m offrl_jax.cli data generate --env "${task%%-*}" --kinds "${task#*-}" \
   --profile "${PROFILE:-validate}" > "$out/data.log" 2>&1 || { tail -5 "$out/data.log"; exit 1; }
+# shellcheck disable=SC2086
 bench() {  # bench ALGO SECONDS
   timeout --signal=TERM --kill-after=10 "$2" \
     "$python" -m offrl_jax.cli bench --profile "${PROFILE:-validate}" --algos "$1" \
       --tasks "$task" --seeds "${SEEDS:-3}" \
       --updates "${UPDATES:-200000}" --eval-every "${EVAL_EVERY:-10000}" \
-      --out "$out/runs/$1" > "$out/$1.log" 2>&1
+      --out "$out/runs/$1" ${BENCH_ARGS:-} > "$out/$1.log" 2>&1
 }
 if [ "${PARALLEL:-0}" = 1 ]; then
   for algo in $algos; do bench "$algo" "$train_s" & done
