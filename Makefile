@@ -53,7 +53,8 @@ benchmark: $(STAMP)
 # The reproduction report (README "Validation"): hours of CPU, resumable (re-run to continue).
 # One task at a time, so that hopper-medium-replay is complete (every algorithm) before
 # hopper-medium-expert starts: cheap algorithms with 5 seeds, costly ones with 3, each task in its
-# own run directories, all merged into results/validate.
+# own run directories, all merged into results/validate. The three-seed runs share the five-seed
+# runs' model store (a link), so COMBO, RAMBO and MOBILE reuse MOPO's fitted seeds 0 to 2.
 VALIDATE_TASKS := hopper-medium-replay hopper-medium-expert
 VALIDATE_FIVE := bc iql mopo morel td3bc rebrac
 VALIDATE_THREE := cql combo atac rambo armor mobile sacn edac
@@ -61,6 +62,9 @@ validate: $(STAMP)
 	set -e; for task in $(VALIDATE_TASKS); do \
 	  $(PY) -m offrl_jax.cli bench --profile validate --tasks $$task --algos $(VALIDATE_FIVE) \
 	    --seeds 5 --out results/validate/$$task/five-seeds; \
+	  mkdir -p results/validate/$$task/three-seeds results/validate/$$task/five-seeds/models; \
+	  [ -e results/validate/$$task/three-seeds/models ] || \
+	    ln -s ../five-seeds/models results/validate/$$task/three-seeds/models; \
 	  $(PY) -m offrl_jax.cli bench --profile validate --tasks $$task --algos $(VALIDATE_THREE) \
 	    --seeds 3 --out results/validate/$$task/three-seeds; \
 	done
