@@ -274,6 +274,12 @@ def test_task_settings_and_profiles_share_mopos_model():
     assert mobile.ALGORITHM.make_config("walker2d-medium-replay").rollouts.horizon == 1
     assert mobile.ALGORITHM.make_config("halfcheetah-medium-expert").real_ratio == 0.5
     assert mobile.ALGORITHM.make_config("hopper-medium").real_ratio == 0.05
+    # The official hopper-medium and -replay configs fix alpha at 0.2; the others learn it.
+    for task in ("hopper-medium", "hopper-medium-replay"):
+        agent = mobile.ALGORITHM.make_config(task).agent
+        assert (agent.init_alpha, agent.alpha_lr) == (0.2, 0.0), task
+    agent = mobile.ALGORITHM.make_config("hopper-medium-expert").agent
+    assert (agent.init_alpha, agent.alpha_lr) == (1.0, 1e-4)
     defaults = mobile.MOBILEConfig()
     assert defaults.agent.num_qs == 2 and defaults.num_samples == 10
     with pytest.raises(ValueError, match="penalty_target"):

@@ -197,3 +197,27 @@ def test_conservative_weight_means_the_same_push_whatever_the_estimator(num_samp
     assert float(jax.grad(three_values)(0.0)) == pytest.approx(2.0, abs=1e-5)
     if num_samples > 1:  # more actions in the log-sum-exp: a larger value, the same push
         assert float(ours(0.0)) > float(three_values(0.0))
+
+
+def test_a_zero_temperature_rate_keeps_alpha_where_it_starts(toy_hopper_dataset):
+    """A fixed temperature (MOBILE's official hopper-medium configs: alpha 0.2, no tuning) is
+    init_alpha with alpha_lr 0: alpha stays exactly there while the actor moves; with a rate it
+    moves."""
+    from offrl_jax.data import sample_batch
+
+    data = toy_hopper_dataset
+    for rate, moves in ((0.0, False), (1e-2, True)):
+        agent = sac.Agent(sac.Config(hidden_dims=(16, 16), init_alpha=0.2, alpha_lr=rate),
+                          HOPPER.obs_dim, HOPPER.act_dim)
+        state = agent.init(jax.random.PRNGKey(0))
+        actor, start = state.actor_params, float(state.log_alpha)
+        assert float(jnp.exp(state.log_alpha)) == pytest.approx(0.2)
+        update = jax.jit(agent.update)
+        for i in range(5):
+            batch = sample_batch(data, jax.random.PRNGKey(10 + i), 32)
+            state, metrics = update(state, batch, jax.random.PRNGKey(i))
+        assert (float(state.log_alpha) != start) == moves, rate
+        assert float(metrics["alpha"]) == pytest.approx(0.2, rel=0.2)
+        moved = jax.tree_util.tree_map(lambda a, b: float(jnp.abs(a - b).max()), actor,
+                                       state.actor_params)
+        assert max(jax.tree_util.tree_leaves(moved)) > 0.0

@@ -204,7 +204,11 @@ _H_BETA = {
     "halfcheetah-medium-expert": (5, 1.0), "hopper-medium-expert": (5, 1.5),
     "walker2d-medium-expert": (1, 1.5),
 }
-_OTHER = {"halfcheetah-medium-expert": {"real_ratio": 0.5}}
+# The official hopper-medium and -replay configs fix the temperature (auto_alpha=False, alpha 0.2):
+# alpha starts at 0.2 and a zero learning rate keeps it there.
+_FIXED_ALPHA = {"agent.init_alpha": 0.2, "agent.alpha_lr": 0.0}
+_OTHER = {"halfcheetah-medium-expert": {"real_ratio": 0.5},
+          "hopper-medium": _FIXED_ALPHA, "hopper-medium-replay": _FIXED_ALPHA}
 TASK_SETTINGS = {task: {"rollouts.horizon": h, "penalty_coef": beta, **_OTHER.get(task, {})}
                  for task, (h, beta) in _H_BETA.items()}
 
