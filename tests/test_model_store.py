@@ -188,3 +188,30 @@ def test_store_entries_are_atomic_and_mismatches_name_the_file(tmp_path, monkeyp
     assert lines[0].startswith("fitting 1 model(s) for seeds [0] (one program") and \
         lines[1].startswith("fitting 1 model(s) for seeds [0]: ") and len(lines) == 2
     assert stacked["w"].shape == (1, 2, 3)
+
+
+def test_a_chunked_fit_saves_each_chunk_before_the_next_and_resumes_after_a_kill(tmp_path):
+    store = ModelStore(tmp_path / "models")
+    tree = {"w": np.zeros(3, np.float32)}
+    keys = [EntryKey("hopper", "data-sha", "id-v1", seed, (0, seed)) for seed in range(5)]
+
+    def fit(indices, calls, fail_on=None):
+        calls.append(list(indices))
+        # What the store holds when a chunk starts: every earlier chunk, saved.
+        calls.append(sorted(k.seed for k in keys if store.load(k, tree) is not None))
+        if len(calls) // 2 == fail_on:
+            raise KeyboardInterrupt  # killed during this chunk
+        return {"w": np.stack([np.full(3, keys[i].seed, np.float32) for i in indices])}
+
+    calls = []
+    with pytest.raises(KeyboardInterrupt):
+        load_or_fit(store, keys, tree, lambda idx: fit(idx, calls, fail_on=3), chunk=2)
+    assert calls == [[0, 1], [], [2, 3], [0, 1], [4], [0, 1, 2, 3]]
+    # Resumed: the two finished chunks are reused, only seed 4 is fitted.
+    calls, lines = [], []
+    stacked, report = load_or_fit(store, keys, tree, lambda idx: fit(idx, calls), lines.append,
+                                  chunk=2)
+    assert calls == [[4], [0, 1, 2, 3]]
+    assert report["reused"] == [0, 1, 2, 3] and report["fitted"] == [4]
+    assert stacked["w"][:, 0].tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert any(line.startswith("fitting 1 model(s) for seeds [4]: ") for line in lines)

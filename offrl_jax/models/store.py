@@ -187,12 +187,15 @@ def _describe(layout: list[dict]) -> str:
 
 def load_or_fit(store: ModelStore | None, keys: Sequence[EntryKey], template,
                 fit: Callable[[list[int]], Any],
-                log: Callable[[str], None] | None = None) -> tuple[Any, dict]:
+                log: Callable[[str], None] | None = None,
+                chunk: int | None = None) -> tuple[Any, dict]:
     """Each key's pytree, stacked along a new leading axis in the order of ``keys`` (host numpy
     leaves), and a report of what was reused and fitted.
 
     ``fit(indices)`` returns the pytrees of ``keys[i]`` for ``i in indices`` stacked the same way
-    (one call for all missing entries). ``store=None`` fits every key and saves nothing.
+    (one call for all missing entries, or one per ``chunk`` of them in order, each saved before
+    the next starts, so a kill during a long fit keeps the finished chunks). ``store=None`` fits
+    every key and saves nothing.
     ``log`` receives one progress line per action (reuse, fit). The report:
     ``{"store", "pretrain_id", "dataset_sha256", "reused", "fitted", "refitted", "files",
     "load_seconds", "fit_seconds"}``; ``refitted`` maps a seed to why its entry was refitted,
@@ -217,21 +220,24 @@ def load_or_fit(store: ModelStore | None, keys: Sequence[EntryKey], template,
         log(f"reusing models for seeds {[keys[i].seed for i in reused]}{where} "
             f"({load_seconds:.1f} s)")
     fit_seconds = 0.0
-    if missing:
+    size = len(missing) if not chunk else chunk
+    for start in range(0, len(missing), max(size, 1)):
+        group = missing[start:start + size]
+        seeds = [keys[i].seed for i in group]
         if log:  # one compiled program, silent until it ends: say what it is doing
-            log(f"fitting {len(missing)} model(s) for seeds {[keys[i].seed for i in missing]} "
-                f"(one program, to early stopping; minutes on a CPU)...")
+            log(f"fitting {len(group)} model(s) for seeds {seeds} (one program, to early "
+                f"stopping; minutes on a CPU)...")
         started = time.perf_counter()
-        fitted = jax.device_get(fit(missing))
-        fit_seconds = time.perf_counter() - started
-        for j, i in enumerate(missing):
+        fitted = jax.device_get(fit(group))
+        seconds = time.perf_counter() - started
+        fit_seconds += seconds
+        for j, i in enumerate(group):
             trees[i] = jax.tree_util.tree_map(lambda leaf, j=j: np.asarray(leaf[j]), fitted)
             if store is not None:
                 store.save(keys[i], trees[i], replace=keys[i].seed in refitted)
         if log:
             stored = f", saved to {store.root}" if store is not None else ", no store"
-            log(f"fitting {len(missing)} model(s) for seeds {[keys[i].seed for i in missing]}: "
-                f"{fit_seconds:.1f} s{stored}")
+            log(f"fitting {len(group)} model(s) for seeds {seeds}: {seconds:.1f} s{stored}")
     stacked = jax.tree_util.tree_map(lambda *leaves: np.stack(leaves), *trees)
     report = {
         "store": str(store.root) if store is not None else None,
