@@ -49,10 +49,12 @@ def dataset_mean(run_info: dict, task: str) -> float | None:
     return None if value is None else float(value)
 
 
-def comparison_rows(records: list[dict], run_info: dict, last_k: int = 10) -> list[dict]:
+def comparison_rows(records: list[dict], run_info: dict, last_k: int | None = None) -> list[dict]:
     """One dict per (task, algorithm label), tasks sorted, algorithms in label order; see the
     module's docstring for the columns."""
-    from offrl_jax.results.report import run_label  # report imports this module
+    from offrl_jax.results.report import LAST_K, run_label  # report imports this module
+
+    last_k = LAST_K if last_k is None else last_k
 
     curves: dict[tuple[str, str], dict[int, list[tuple[int, float]]]] = defaultdict(
         lambda: defaultdict(list))
