@@ -55,10 +55,12 @@ benchmark: $(STAMP)
 # hopper-medium-expert starts: cheap algorithms with 5 seeds, costly ones with 3, each task in its
 # own run directories, all merged into results/validate. The three-seed runs share the five-seed
 # runs' model store (a link), so COMBO, RAMBO and MOBILE reuse MOPO's fitted seeds 0 to 2.
-# MOReL, the costliest of the five-seed set, runs last so the others have rows sooner.
+# MOReL, the costliest of the five-seed set, runs last so the others have rows sooner. Of the
+# costly eight, those whose GPU-slice rows left a question open run first (MOBILE's fixed
+# temperature, RAMBO's split seeds, COMBO still rising), CQL and EDAC (already far above BC) last.
 VALIDATE_TASKS := hopper-medium-replay hopper-medium-expert
 VALIDATE_FIVE := bc iql mopo td3bc rebrac morel
-VALIDATE_THREE := cql combo atac rambo armor mobile sacn edac
+VALIDATE_THREE := mobile rambo combo sacn atac armor cql edac
 validate: $(STAMP)
 	set -e; for task in $(VALIDATE_TASKS); do \
 	  $(PY) -m offrl_jax.cli bench --profile validate --tasks $$task --algos $(VALIDATE_FIVE) \
