@@ -220,8 +220,8 @@ def load_or_fit(store: ModelStore | None, keys: Sequence[EntryKey], template,
         log(f"reusing models for seeds {[keys[i].seed for i in reused]}{where} "
             f"({load_seconds:.1f} s)")
     fit_seconds = 0.0
-    size = len(missing) if not chunk else chunk
-    for start in range(0, len(missing), max(size, 1)):
+    size = chunk or len(missing) or 1  # no chunk: one program for every missing entry
+    for start in range(0, len(missing), size):
         group = missing[start:start + size]
         seeds = [keys[i].seed for i in group]
         if log:  # one compiled program, silent until it ends: say what it is doing
