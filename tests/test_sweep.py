@@ -13,7 +13,7 @@ import pytest
 from offrl_jax.algorithms.registry import Algorithm, Registration, get_algorithm
 from offrl_jax.cli import main
 from offrl_jax.data import load_task_dataset, write_d4rl_hdf5
-from offrl_jax.results.report import format_value
+from offrl_jax.results.labels import format_value
 from offrl_jax.tasks import get_env_spec, parse_task_argument
 from offrl_jax.training import TrainConfig, Trainer, runner
 from offrl_jax.training.cli import parse_sweeps

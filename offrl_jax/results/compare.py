@@ -22,8 +22,9 @@ from collections import defaultdict
 
 import numpy as np
 
+from offrl_jax.results.labels import run_label
 from offrl_jax.results.published import SOURCES, published_score
-from offrl_jax.results.stats import probability_of_improvement
+from offrl_jax.results.stats import LAST_K, probability_of_improvement
 
 BASELINE = "bc"
 
@@ -52,8 +53,6 @@ def dataset_mean(run_info: dict, task: str) -> float | None:
 def comparison_rows(records: list[dict], run_info: dict, last_k: int | None = None) -> list[dict]:
     """One dict per (task, algorithm label), tasks sorted, algorithms in label order; see the
     module's docstring for the columns."""
-    from offrl_jax.results.report import LAST_K, run_label  # report imports this module
-
     last_k = LAST_K if last_k is None else last_k
 
     curves: dict[tuple[str, str], dict[int, list[tuple[int, float]]]] = defaultdict(

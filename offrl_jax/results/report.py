@@ -30,14 +30,14 @@ import numpy as np
 
 from offrl_jax.data._io import atomic_output
 from offrl_jax.results.compare import comparison_markdown, comparison_rows
+from offrl_jax.results.labels import format_value, run_label, sweep_suffix
 from offrl_jax.results.stats import (
+    LAST_K,
     aggregate,
     iqm_is_mean,
     performance_profile,
     probability_of_improvement,
 )
-
-LAST_K = 10
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -103,30 +103,6 @@ def provenance(profile: str, argv: list[str] | None = None) -> dict:
         "device_count": jax.device_count(), "python": platform.python_version(),
         "host": platform.node(),
     }
-
-
-def format_value(value: float) -> str:
-    """Shortest faithful text of a swept value: ``0.5``, ``1``, ``2.5``, ``1e-05``."""
-    text = f"{value:g}"
-    return text if float(text) == value else repr(value)
-
-
-def point_label(point: dict) -> str:
-    """``{"penalty_coef": 0.5}`` -> ``"penalty_coef=0.5"`` (leaves joined by commas)."""
-    return ",".join(f"{name}={format_value(value)}" for name, value in point.items())
-
-
-def run_label(record: dict) -> str:
-    """The record's row name in tables and plots: the algorithm, with its sweep point if any
-    (``mopo[penalty_coef=0.5]``)."""
-    point = record.get("sweep")
-    return f"{record['algorithm']}[{point_label(point)}]" if point else record["algorithm"]
-
-
-def sweep_suffix(sweep: dict | None) -> str:
-    """File-name suffix of a swept run's records and checkpoints (``__sweep-penalty_coef``), so
-    a sweep and an unswept run (or a sweep of another leaf) can share a run directory."""
-    return f"__sweep-{'-'.join(sweep)}" if sweep else ""
 
 
 def records_path(run_dir: Path, algo: str, task: str, sweep: dict | None = None) -> Path:

@@ -41,12 +41,11 @@ from offrl_jax.algorithms.registry import get_algorithm
 from offrl_jax.data import Dataset, load_task_dataset
 from offrl_jax.data.checksum import check_sha256
 from offrl_jax.models.store import ModelStore
+from offrl_jax.results.labels import point_label, sweep_suffix
 from offrl_jax.results.report import (
     device_description,
     git_commit,
     library_versions,
-    point_label,
-    sweep_suffix,
     write_records,
     write_scalar_logs,
     write_text_atomic,

@@ -6,7 +6,7 @@ import ast
 import sys
 
 from offrl_jax.algorithms.registry import ALGORITHMS
-from offrl_jax.results.report import format_value
+from offrl_jax.results.labels import format_value
 from offrl_jax.training.runner import RUN_PROFILES
 
 

@@ -1,0 +1,30 @@
+"""Names of a run's rows and files: the label of an algorithm or sweep point in tables and
+plots, and the suffix of a swept run's files. Kept apart from :mod:`offrl_jax.results.report`
+so that the modules the report uses (the comparison table, TensorBoard logs) can name rows the
+same way without importing the report."""
+
+from __future__ import annotations
+
+
+def format_value(value: float) -> str:
+    """Shortest faithful text of a swept value: ``0.5``, ``1``, ``2.5``, ``1e-05``."""
+    text = f"{value:g}"
+    return text if float(text) == value else repr(value)
+
+
+def point_label(point: dict) -> str:
+    """``{"penalty_coef": 0.5}`` -> ``"penalty_coef=0.5"`` (leaves joined by commas)."""
+    return ",".join(f"{name}={format_value(value)}" for name, value in point.items())
+
+
+def run_label(record: dict) -> str:
+    """The record's row name in tables and plots: the algorithm, with its sweep point if any
+    (``mopo[penalty_coef=0.5]``)."""
+    point = record.get("sweep")
+    return f"{record['algorithm']}[{point_label(point)}]" if point else record["algorithm"]
+
+
+def sweep_suffix(sweep: dict | None) -> str:
+    """File-name suffix of a swept run's records and checkpoints (``__sweep-penalty_coef``), so
+    a sweep and an unswept run (or a sweep of another leaf) can share a run directory."""
+    return f"__sweep-{'-'.join(sweep)}" if sweep else ""
