@@ -8,7 +8,14 @@ import pytest
 
 from offrl_jax.results.compare import comparison_markdown, comparison_rows
 from offrl_jax.results.merge import MergeError, merge_runs
-from offrl_jax.results.published import PUBLISHED, SOURCES, published_score
+from offrl_jax.results.published import (
+    PUBLISHED,
+    REFERENCE_RUNS,
+    REFERENCE_SOURCES,
+    SOURCES,
+    published_score,
+    reference_score,
+)
 
 
 def records(algo, task, scores_per_seed, every=1000):
@@ -65,6 +72,9 @@ def test_a_task_without_bc_or_statistics_leaves_those_columns_empty():
     assert rows[0]["vs_bc"] is None and rows[0]["dataset_mean"] is None
     assert "Dataset mean (normalized return of its episodes): unknown." in \
         comparison_markdown(rows, info)
+    # ARMOR has a paper's score but no public re-run: its column is "-", no sources line.
+    text = comparison_markdown(comparison_rows(records("armor", TASK, {0: [5.0]}), info), info)
+    assert "| 97.1 [armor] | - |" in text and "Re-run sources" not in text
 
 
 def test_every_published_score_names_a_source_and_is_a_normalized_score():
@@ -73,7 +83,13 @@ def test_every_published_score_names_a_source_and_is_a_normalized_score():
         for algo, (score, key) in table.items():
             assert published_score(algo, task + "-v2") == (score, key)
             assert 0.0 < score < 130.0 and SOURCES[key]
+    for task, table in REFERENCE_RUNS.items():
+        assert set(table) <= set(PUBLISHED[task]), "a re-run of an algorithm with no paper row"
+        for algo, (score, key) in table.items():
+            assert reference_score(algo, task + "-v2") == (score, key)
+            assert 0.0 < score < 130.0 and REFERENCE_SOURCES[key]
     assert published_score("bc", "ant-medium") is None
+    assert reference_score("armor", TASK) is None  # no public re-run table
 
 
 def write_run(directory, info, recs):
@@ -99,7 +115,8 @@ def test_report_keeps_only_the_named_algorithms_and_checks_the_data_file(tmp_pat
         [f"bc__{TASK}.jsonl", f"cql__{TASK}.jsonl"]
     comparison = (tmp_path / "m" / "comparison.md").read_text()
     assert "| cql | 3 | 1k |" in comparison and "+60.0" in comparison
-    assert "| 95.0 [iql] |" in comparison and "[iql] IQL paper" in comparison
+    assert "| 95.0 [iql] | 95.1 [corl] |" in comparison and "[iql] IQL paper" in comparison
+    assert "[corl] CORL" in comparison and "offlinerl-kit" not in comparison  # cited if used
     with pytest.raises(MergeError, match="--algos td3bc: in none of the runs"):
         merge_runs([tmp_path / "cpu", tmp_path / "gpu"], tmp_path / "n", ["bc", "td3bc"])
     # The same dataset id made twice, differently (another machine's data): refused.

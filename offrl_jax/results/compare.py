@@ -13,7 +13,9 @@ Per task, one row per algorithm (sweep points count as algorithms):
 * the dataset's normalized mean return (generated data records it; ``run.json``);
 * the published score (:mod:`offrl_jax.results.published`), which comes from the D4RL
   datasets and the paper's own budget (usually 1M updates or more, and other seeds): a
-  reference point for the order of magnitude, not a target the row must hit.
+  reference point for the order of magnitude, not a target the row must hit;
+* a public implementation's re-run on D4RL v2 (CORL, OfflineRL-Kit), read in its README: the
+  same kind of reference, checked here and on one version of the data.
 """
 
 from __future__ import annotations
@@ -23,7 +25,12 @@ from collections import defaultdict
 import numpy as np
 
 from offrl_jax.results.labels import run_label
-from offrl_jax.results.published import SOURCES, published_score
+from offrl_jax.results.published import (
+    REFERENCE_SOURCES,
+    SOURCES,
+    published_score,
+    reference_score,
+)
 from offrl_jax.results.stats import LAST_K, probability_of_improvement
 
 BASELINE = "bc"
@@ -86,6 +93,7 @@ def comparison_rows(records: list[dict], run_info: dict, last_k: int | None = No
                 "last_n": min(min(len(v), last_k) for v in seeds.values()),
                 "dataset_mean": dataset_mean(run_info, task),
                 "published": published_score(algorithm_of[label], task),
+                "reference": reference_score(algorithm_of[label], task),
                 "vs_bc": None, "p_over_bc": None,
             }
             if base_final is not None and label != BASELINE:
@@ -114,19 +122,21 @@ def comparison_markdown(rows: list[dict], run_info: dict) -> str:
                   f"{'unknown' if mean is None else f'{mean:.1f}'}.", "",
                   "| algorithm | seeds | updates | final (mean ± std) | last-N mean (N) "
                   "| final − BC | P(> BC) [95% CI] | final − dataset mean | published "
-                  "(D4RL, paper's budget) |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "(D4RL, paper's budget) | public re-run (D4RL v2) |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for r in task_rows:
             p, published = r["p_over_bc"], r["published"]
             vs_bc = "-" if r["vs_bc"] is None else f"{r['vs_bc']:+.1f}"
             p_text = "-" if p is None else f"{p[0]:.2f} [{p[1]:.2f}, {p[2]:.2f}]"
             vs_data = "-" if mean is None else f"{r['final_mean'] - mean:+.1f}"
-            paper = "-" if published is None else f"{published[0]:.1f} [{published[1]}]"
+            paper, rerun = (
+                "-" if ref is None else f"{ref[0]:.1f} [{ref[1]}]"
+                for ref in (published, r["reference"]))
             lines.append(
                 f"| {r['algorithm']} | {r['seeds']} | {_updates(r)} "
                 f"| {r['final_mean']:.1f} ± {r['final_std']:.1f} "
                 f"| {r['last_mean']:.1f} ({r['last_n']}) | {vs_bc} | {p_text} | {vs_data} "
-                f"| {paper} |")
+                f"| {paper} | {rerun} |")
         lines.append("")
     lines += [
         "Normalized scores (0 = random, 100 = expert). final: the last evaluation of each seed; "
@@ -137,11 +147,15 @@ def comparison_markdown(rows: list[dict], run_info: dict) -> str:
         "seeds, 10,000 resamples). published: the paper's D4RL score ([source] below, from "
         "offrl_jax/results/published.py), on D4RL's own datasets, with the paper's budget "
         "(usually 1M updates or more) and seeds: a different experiment, shown for the order "
-        "of magnitude, not a target this run must reach.",
-        "Published sources: " + "; ".join(
-            f"[{key}] {SOURCES[key]}" for key in dict.fromkeys(
-                r["published"][1] for r in rows if r["published"])) + ".",
-        f"Profile {run_info.get('profile')}, device {run_info.get('device')}, commit "
-        f"{run_info.get('commit')}.",
+        "of magnitude, not a target this run must reach. public re-run: the same algorithm "
+        "re-run by a public implementation on D4RL v2 at its own budget, read in its README "
+        "([source] below): a second, checked reference for the same order of magnitude.",
     ]
+    for title, column, sources in (("Published sources", "published", SOURCES),
+                                   ("Re-run sources", "reference", REFERENCE_SOURCES)):
+        keys = dict.fromkeys(r[column][1] for r in rows if r[column])
+        if keys:
+            lines.append(f"{title}: " + "; ".join(f"[{k}] {sources[k]}" for k in keys) + ".")
+    lines.append(f"Profile {run_info.get('profile')}, device {run_info.get('device')}, commit "
+                 f"{run_info.get('commit')}.")
     return "\n".join(lines) + "\n"

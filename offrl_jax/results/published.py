@@ -23,10 +23,11 @@ SOURCES = {
             "ReBRAC's Table 16",
     "mopo": "MOPO paper (Yu et al., 2020, arXiv 2005.13239), D4RL v0; read as quoted",
     "morel": "MOReL paper (Kidambi et al., 2020, arXiv 2005.05951), D4RL v0; read as quoted",
-    "armor": "ARMOR paper's comparison table (Bhardwaj et al., 2023, arXiv 2211.04538), D4RL "
-             "v2 (COMBO's row probably v0); not verified against the table here",
-    "mobile": "MOBILE paper (Sun et al., ICML 2023), D4RL v2; not verified against the paper "
-              "here",
+    "armor": "ARMOR paper's comparison table (Bhardwaj et al., NeurIPS 2023, arXiv 2302.11048), "
+             "D4RL v2 (COMBO's row probably v0); not verified against the table here",
+    "mobile": "MOBILE paper (Sun et al., \"Model-Bellman Inconsistency for Model-based Offline "
+              "Reinforcement Learning\", ICML 2023), D4RL v2; not verified against the paper here "
+              "(the author's OfflineRL-Kit re-run, 105.1 and 112.5, is the reference column)",
 }
 
 # {task: {algorithm: (score, source key)}}. Where papers disagree: CQL's own paper used v0 (the
@@ -54,9 +55,52 @@ PUBLISHED: dict[str, dict[str, tuple[float, str]]] = {
 }
 
 
+# Re-runs of public implementations on D4RL v2, read in the repositories' READMEs at the commits
+# named (the second reference column of comparison.md): numbers checked here, unlike most of the
+# papers' above, and all on v2, unlike MOPO's and MOReL's papers (v0, whose medium-replay is a
+# different buffer). They are those implementations' results at their own budgets, not this
+# suite's targets.
+REFERENCE_SOURCES = {
+    "corl": "CORL (Tarasov et al., 2023), README \"Offline / Last Scores / Gym-MuJoCo\" "
+            "(the final evaluation, mean ± std over seeds), github.com/tinkoff-ai/CORL at commit "
+            "6afec90; 1M updates, 3M for SAC-N and EDAC (its configs)",
+    "offlinerl-kit": "OfflineRL-Kit (Sun, the MOBILE author's library), README \"Benchmark "
+                     "Results (4 seeds)\", github.com/yihaosun1124/OfflineRL-Kit at commit "
+                     "e3ce697; the README does not say whether last or best evaluation",
+}
+
+# {task: {algorithm: (score, reference key)}}; no public re-run of ATAC, ARMOR or MOReL on
+# these datasets was found with a table of its own.
+REFERENCE_RUNS: dict[str, dict[str, tuple[float, str]]] = {
+    "hopper-medium-replay": {
+        "bc": (29.8, "corl"), "td3bc": (64.4, "corl"), "cql": (95.1, "corl"),
+        "iql": (97.4, "corl"), "rebrac": (95.0, "corl"), "sacn": (100.3, "corl"),
+        "edac": (99.7, "corl"),
+        "mopo": (92.7, "offlinerl-kit"), "rambo": (93.4, "offlinerl-kit"),
+        "combo": (90.1, "offlinerl-kit"), "mobile": (105.1, "offlinerl-kit"),
+    },
+    "hopper-medium-expert": {
+        "bc": (52.3, "corl"), "td3bc": (101.2, "corl"), "cql": (99.3, "corl"),
+        "iql": (107.4, "corl"), "rebrac": (109.5, "corl"), "sacn": (101.3, "corl"),
+        "edac": (105.2, "corl"),
+        "mopo": (74.6, "offlinerl-kit"), "rambo": (85.0, "offlinerl-kit"),
+        "combo": (108.8, "offlinerl-kit"), "mobile": (112.5, "offlinerl-kit"),
+    },
+}
+
+
+def _base_task(task: str) -> str:
+    return task.removesuffix("-v2").removesuffix("-v0")
+
+
 def published_score(algorithm: str, task: str) -> tuple[float, str] | None:
     """``(score, source key)`` for an algorithm's name and a task (``hopper-medium-replay``,
     with or without a ``-v2`` suffix), or None where no paper's number is recorded here; the
     key's citation is ``SOURCES[key]``."""
-    task = task.removesuffix("-v2").removesuffix("-v0")
-    return PUBLISHED.get(task, {}).get(algorithm)
+    return PUBLISHED.get(_base_task(task), {}).get(algorithm)
+
+
+def reference_score(algorithm: str, task: str) -> tuple[float, str] | None:
+    """``(score, reference key)`` of a public implementation's D4RL v2 re-run
+    (:data:`REFERENCE_RUNS`), or None; the key's citation is ``REFERENCE_SOURCES[key]``."""
+    return REFERENCE_RUNS.get(_base_task(task), {}).get(algorithm)
