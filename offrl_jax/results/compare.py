@@ -125,13 +125,13 @@ def comparison_markdown(rows: list[dict], run_info: dict) -> str:
                   "(D4RL, paper's budget) | public re-run (D4RL v2) |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
         for r in task_rows:
-            p, published = r["p_over_bc"], r["published"]
+            p = r["p_over_bc"]
             vs_bc = "-" if r["vs_bc"] is None else f"{r['vs_bc']:+.1f}"
             p_text = "-" if p is None else f"{p[0]:.2f} [{p[1]:.2f}, {p[2]:.2f}]"
             vs_data = "-" if mean is None else f"{r['final_mean'] - mean:+.1f}"
             paper, rerun = (
                 "-" if ref is None else f"{ref[0]:.1f} [{ref[1]}]"
-                for ref in (published, r["reference"]))
+                for ref in (r["published"], r["reference"]))
             lines.append(
                 f"| {r['algorithm']} | {r['seeds']} | {_updates(r)} "
                 f"| {r['final_mean']:.1f} ± {r['final_std']:.1f} "

@@ -26,8 +26,8 @@ import numpy as np
 
 BOOTSTRAP_REPS = 50_000
 # A seed's "last" score in the tables: the mean of its last LAST_K evaluations (our choice: it
-# smooths the evaluation noise of a single final evaluation without reaching back into the
-# rising part of a curve of the usual 20-50 evaluations).
+# smooths the noise of a single evaluation; of the validate profile's 20 evaluations it takes the
+# second half, and a shorter run's whole curve).
 LAST_K = 10
 OPTIMALITY_GAMMA = 100.0
 
