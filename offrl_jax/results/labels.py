@@ -28,3 +28,9 @@ def sweep_suffix(sweep: dict | None) -> str:
     """File-name suffix of a swept run's records and checkpoints (``__sweep-penalty_coef``), so
     a sweep and an unswept run (or a sweep of another leaf) can share a run directory."""
     return f"__sweep-{'-'.join(sweep)}" if sweep else ""
+
+
+def cell_name(algorithm: str, task: str, sweep: dict | None = None) -> str:
+    """A cell's stem in the file names of a run (``records/``, ``logs/``, ``cells/``,
+    checkpoints): ``ALGO__TASK`` and the sweep's suffix, if any."""
+    return f"{algorithm}__{task}{sweep_suffix(sweep)}"

@@ -30,7 +30,7 @@ import numpy as np
 
 from offrl_jax.data._io import atomic_output
 from offrl_jax.results.compare import comparison_markdown, comparison_rows
-from offrl_jax.results.labels import format_value, run_label, sweep_suffix
+from offrl_jax.results.labels import cell_name, format_value, run_label
 from offrl_jax.results.stats import (
     LAST_K,
     aggregate,
@@ -106,7 +106,7 @@ def provenance(profile: str, argv: list[str] | None = None) -> dict:
 
 
 def records_path(run_dir: Path, algo: str, task: str, sweep: dict | None = None) -> Path:
-    return run_dir / "records" / f"{algo}__{task}{sweep_suffix(sweep)}.jsonl"
+    return run_dir / "records" / f"{cell_name(algo, task, sweep)}.jsonl"
 
 
 def write_records(run_dir: Path, algo: str, task: str, records: list[dict],
@@ -121,7 +121,7 @@ def write_scalar_logs(run_dir: Path, algo: str, task: str, records: list[dict],
     point), one line per evaluation interval: the step, the score, whether the row has failed,
     and every metric the update returns (interval means), for a CSV reader or a plot while a
     long run goes on. Rewritten atomically after each interval."""
-    folder = run_dir / "logs" / f"{algo}__{task}{sweep_suffix(sweep)}"
+    folder = run_dir / "logs" / cell_name(algo, task, sweep)
     streams: dict[str, list[dict]] = defaultdict(list)
     for r in records:
         point = "".join(f"_{k}={format_value(v)}" for k, v in (r.get("sweep") or {}).items())

@@ -34,7 +34,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from offrl_jax.results.labels import format_value, sweep_suffix
+from offrl_jax.results.labels import cell_name, format_value
 
 FILE_VERSION = "brain.Event:2"
 _PREFIX = "events.out.tfevents."
@@ -247,7 +247,7 @@ def write_tensorboard_logs(run_dir: Path, algo: str, task: str, records: list[di
     """``OUT/logs/ALGO__TASK[__sweep-...]/seedS[_LEAF=V]/events.out.tfevents.*``: the streams
     of :func:`~offrl_jax.results.report.write_scalar_logs` as TensorBoard event files (module
     docstring); called after each interval with all records so far."""
-    folder = Path(run_dir) / "logs" / f"{algo}__{task}{sweep_suffix(sweep)}"
+    folder = Path(run_dir) / "logs" / cell_name(algo, task, sweep)
     streams: dict[str, list[tuple[int, dict[str, float]]]] = defaultdict(list)
     for r in records:
         point = "".join(f"_{k}={format_value(v)}" for k, v in (r.get("sweep") or {}).items())

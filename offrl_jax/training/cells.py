@@ -41,7 +41,7 @@ from offrl_jax.algorithms.registry import get_algorithm
 from offrl_jax.data import Dataset, load_task_dataset
 from offrl_jax.data.checksum import check_sha256
 from offrl_jax.models.store import ModelStore
-from offrl_jax.results.labels import point_label, sweep_suffix
+from offrl_jax.results.labels import cell_name, point_label
 from offrl_jax.results.report import (
     device_description,
     git_commit,
@@ -84,7 +84,7 @@ class Cell:
     @property
     def name(self) -> str:
         """The cell's files' name: ``ALGO__TASK`` (``ALGO__TASK__sweep-LEAF`` in a sweep)."""
-        return f"{self.algorithm}__{self.task_name}{sweep_suffix(self.sweep)}"
+        return cell_name(self.algorithm, self.task_name, self.sweep)
 
 
 def cell_file(out_dir: str | Path, cell: Cell) -> Path:

@@ -25,7 +25,7 @@ import numpy as np
 from offrl_jax.algorithms.registry import get_algorithm
 from offrl_jax.data import load_task_dataset
 from offrl_jax.evaluation import Evaluator
-from offrl_jax.results.labels import sweep_suffix
+from offrl_jax.results.labels import cell_name
 from offrl_jax.results.report import write_text_atomic
 from offrl_jax.tasks import parse_task_argument
 from offrl_jax.training.loop import TrainConfig, Trainer
@@ -52,7 +52,7 @@ def reevaluate(run_dir: str | Path, out_dir: str | Path | None = None,
             settings = registration.make_config(None, config["settings"][f"{name}/{task.name}"])
             trainer = Trainer(registration, settings, dataset, task.spec, config["seeds"], train,
                               checkpoint_dir=run_dir / "checkpoints" /
-                              f"{name}__{task.name}{sweep_suffix(sweep)}",
+                              cell_name(name, task.name, sweep),
                               sweep=sweep, log=log)
             carry = trainer.restore_final()
             count = episodes or train.eval_episodes
@@ -79,7 +79,7 @@ def reevaluate(run_dir: str | Path, out_dir: str | Path | None = None,
                     "episode_normalized_scores": [float(x) for x in result.normalized[i]],
                     "return": float(result.returns[i].mean()),
                     "normalized_score": float(result.normalized[i].mean())}))
-            path = out_dir / f"{name}__{task.name}{sweep_suffix(sweep)}.jsonl"
+            path = out_dir / f"{cell_name(name, task.name, sweep)}.jsonl"
             write_text_atomic(path, "\n".join(lines) + "\n")
             written.append(path)
             if log:
