@@ -296,7 +296,8 @@ def test_ray_fits_a_shared_model_once_and_equals_a_local_run(toy_task, tmp_path)
 
 def test_a_resumed_cell_keeps_the_history_of_its_calls(toy_hopper_dataset, tmp_path):
     """cells/ALGO__TASK.json lists every call that worked on the cell: a killed one (left
-    "running" in the file, here in the format before the list existed) and the resuming one."""
+    "running" in the file, here in the format before the list existed), the resuming one, and
+    one that found nothing left to train (it keeps the time the training ended)."""
     write_d4rl_hdf5(tmp_path / "toy.hdf5", toy_hopper_dataset)
     out = tmp_path / "run"
     args = ["bench", "--profile", "tiny", "--algos", "bc", "--tasks",
@@ -306,6 +307,7 @@ def test_a_resumed_cell_keeps_the_history_of_its_calls(toy_hopper_dataset, tmp_p
     path = out / "cells" / "bc__hist-toy.json"
     first = json.loads(path.read_text())
     assert [c["status"] for c in first["invocations"]] == ["finished"]
+    assert [c["updates"] for c in first["invocations"]] == [20]
     assert first["total_seconds"] == first["seconds"] > 0
     # As a run killed during its first call would have left it (and without the list).
     old = {k: v for k, v in first.items() if k not in ("invocations", "total_seconds")}
@@ -318,3 +320,9 @@ def test_a_resumed_cell_keeps_the_history_of_its_calls(toy_hopper_dataset, tmp_p
     assert second["total_seconds"] == pytest.approx(first["seconds"] + calls[1]["seconds"],
                                                     abs=0.11)
     assert second["status"] == "finished" and second["seconds"] == calls[1]["seconds"]
+    assert calls[1]["updates"] == 20  # from the first call's checkpoint at 20 to 40
+    assert second["finished"] >= calls[1]["started"]
+    main([*args, "--updates", "40"])  # already at its end: nothing trained
+    third = json.loads(path.read_text())
+    assert [c.get("updates") for c in third["invocations"]] == [None, 20, 0]
+    assert third["finished"] == second["finished"] and third["status"] == "finished"

@@ -185,18 +185,24 @@ def run_cell(cell: Cell, dataset: Dataset | None = None) -> dict:
     ``task``, ``sweep``, ``seeds``, ``train``, ``config``, ``data``, ``models`` (the report of
     :func:`~offrl_jax.models.store.load_or_fit`, for algorithms with ``pretrain``), ``host``,
     ``pid``, ``device``, ``device_count``, ``started``, ``finished``, ``seconds``, ``status``,
-    and ``invocations``: one entry (``started``, ``seconds``, ``status``, where it ran) per
-    call that worked on the cell, earlier ones (a killed run, another session's, a finished
-    cell called again) kept from the file, so a cell resumed across sessions and machines says
-    where its time went. ``seconds`` is this call's, kept current at every evaluation;
-    ``total_seconds`` their sum; ``started`` the first call's start.
+    and ``invocations``: one entry (``started``, ``seconds``, ``updates`` trained, ``status``,
+    where it ran) per call that worked on the cell, earlier ones (a killed run, another
+    session's, a finished cell called again) kept from the file, so a cell resumed across
+    sessions and machines says where its time went. ``seconds`` is this call's, kept current at
+    every evaluation; ``total_seconds`` their sum; ``started`` the first call's start;
+    ``finished`` when its training ended (a later call that found nothing left to train, 0
+    ``updates``, keeps it).
 
     ``dataset``: the task's data, already loaded (the local runner); None: load and check it
     (:func:`load_cell_dataset`)."""
     started, clock = _now(), time.perf_counter()
     task, dataset = _task_and_dataset(cell, dataset)
     out_dir = Path(cell.out_dir)
-    earlier = _earlier_invocations(cell_file(out_dir, cell))
+    previous = _previous_call(cell_file(out_dir, cell))
+    earlier = _earlier_invocations(previous)
+    # Written only when a call ends its training: a call that trains nothing keeps it.
+    finished_before = previous.get("finished")
+    trained = {"updates": 0}  # by this call
     info = {"algorithm": cell.algorithm, "task": task.name, "sweep": cell.sweep,
             "seeds": list(cell.seeds), "train": dataclasses.asdict(cell.train),
             "config": repr(cell.config),
@@ -205,7 +211,8 @@ def run_cell(cell: Cell, dataset: Dataset | None = None) -> dict:
 
     def stamp(status: str) -> None:  # this call's time so far, beside the earlier calls'
         seconds = round(time.perf_counter() - clock, 1)
-        this = {"started": started, "seconds": seconds, "status": status,
+        this = {"started": started, "seconds": seconds, "updates": trained["updates"],
+                "status": status,
                 **{k: info[k] for k in ("host", "pid", "device", "device_count")}}
         info.update(seconds=seconds, status=status, invocations=[*earlier, this],
                     total_seconds=round(sum(i.get("seconds") or 0.0
@@ -226,6 +233,7 @@ def run_cell(cell: Cell, dataset: Dataset | None = None) -> dict:
                                   cell.progress)
 
     def on_interval(i, n, all_records, new):
+        trained["updates"] += cell.train.eval_every
         write_records(out_dir, cell.algorithm, task.name, all_records, cell.sweep)
         write_scalar_logs(out_dir, cell.algorithm, task.name, all_records, cell.sweep)
         if cell.tensorboard:
@@ -235,17 +243,24 @@ def run_cell(cell: Cell, dataset: Dataset | None = None) -> dict:
 
     carry = trainer.run(on_interval)
     write_records(out_dir, cell.algorithm, task.name, carry["records"], cell.sweep)
-    info["finished"] = _now()
+    info["finished"] = finished_before if finished_before and not trained["updates"] else _now()
     stamp("finished")
     return info
 
 
-def _earlier_invocations(path: Path) -> list[dict]:
-    """The invocations a cell file records (an older file without the list counts as one; a
-    "running" status there means that call was killed); none when there is no file."""
+def _previous_call(path: Path) -> dict:
+    """What a cell file records ({} when there is none or it cannot be read)."""
     try:
         previous = json.loads(path.read_text())
     except (OSError, ValueError):
+        return {}
+    return previous if isinstance(previous, dict) else {}
+
+
+def _earlier_invocations(previous: dict) -> list[dict]:
+    """The invocations a cell file's content records (an older file without the list counts as
+    one; a "running" status there means that call was killed); none when there is no file."""
+    if not previous:
         return []
     if "invocations" in previous:
         calls = previous["invocations"]
