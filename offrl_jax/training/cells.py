@@ -259,7 +259,7 @@ def _previous_call(path: Path) -> dict:
 
 def _earlier_invocations(previous: dict) -> list[dict]:
     """The invocations a cell file's content records (an older file without the list counts as
-    one; a "running" status there means that call was killed); none when there is no file."""
+    one; a "running" status there means that call was killed); none for an empty one."""
     if not previous:
         return []
     if "invocations" in previous:
