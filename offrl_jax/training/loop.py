@@ -249,12 +249,23 @@ class Trainer:
         """The newest checkpoint's carry (``state``, ``failed``, ``next_interval``,
         ``records``), restored into :meth:`abstract_state`, padding rows dropped;
         FileNotFoundError without one."""
-        failed = jax.ShapeDtypeStruct((len(self._padded_rows),), jnp.bool_)
-        restored = self._restore({"state": self.abstract_state(), "failed": failed})
+        restored = self._restore(self._restore_template())
         if restored is None:
             raise FileNotFoundError(f"{self.checkpoint_dir}: no checkpoint to evaluate")
         return {**restored, "state": self.real_rows(restored["state"]),
                 "failed": self.real_rows(restored["failed"])}
+
+    def _restore_template(self) -> dict:
+        """``state`` and ``failed`` as shapes, dtypes and the shardings :meth:`initial` gives
+        them: what :meth:`_restore` reads a checkpoint into, without running ``init`` (ATAC's
+        and ARMOR's warm starts are 100k updates) or fitting a model."""
+        sharding = self._seed_shard or jax.sharding.SingleDeviceSharding(jax.devices()[0])
+
+        def placed(leaf):
+            return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding)
+
+        failed = jax.ShapeDtypeStruct((len(self._padded_rows),), jnp.bool_)
+        return jax.tree_util.tree_map(placed, {"state": self.abstract_state(), "failed": failed})
 
     def real_rows(self, tree):
         """``tree`` (leading axis: every trained row) without its padding rows."""
@@ -337,10 +348,10 @@ class Trainer:
 
         ``on_interval(done, total, all_records, new_records)`` is called after each interval.
         """
-        carry = self.initial()
-        restored = self._restore(carry)
-        if restored is not None:
-            carry = restored
+        # A checkpoint is read into the state's shapes alone: a resumed cell never runs init.
+        carry = self._restore(self._restore_template())
+        if carry is None:
+            carry = self.initial()
         for interval in range(carry["next_interval"], self.num_intervals):
             keys = jax.vmap(lambda k, i=interval: jax.random.fold_in(
                 jax.random.fold_in(k, 1), i))(self.keys)
