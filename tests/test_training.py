@@ -81,6 +81,32 @@ def test_resume_after_kill_is_bit_identical(toy_hopper_dataset, tmp_path):
                 checkpoint_dir=tmp_path / "b").run()
 
 
+def test_init_updates_are_announced_once_and_a_resume_skips_them(toy_hopper_dataset, tmp_path):
+    """ATAC's warm start runs inside init: the first call says so (nothing else shows progress
+    until it ends); the resumed call reads the checkpoint and neither runs nor announces it."""
+    algo = get_algorithm("atac")
+    config = algo.make_config(overrides={"agent.hidden_dims": (16, 16), "batch_size": 32,
+                                         "warmstart_steps": 7})
+    train = TrainConfig(num_updates=40, eval_every=20, eval_episodes=1)
+    lines = []
+
+    def kill_after_first(done, total, records, new):
+        raise _Killed
+
+    with pytest.raises(_Killed):
+        Trainer(algo, config, toy_hopper_dataset, HOPPER, [0, 1], train,
+                checkpoint_dir=tmp_path / "w", log=lines.append).run(kill_after_first)
+    assert [line for line in lines if "init runs" in line] == [
+        "init runs 7 updates per row before the first interval (warm start or behaviour "
+        "cloning; no progress until it ends)"]
+    lines.clear()
+    ran = []
+    Trainer(algo, config, toy_hopper_dataset, HOPPER, [0, 1], train,
+            checkpoint_dir=tmp_path / "w", log=lines.append).run(lambda done, *_: ran.append(done))
+    assert ran == [2] and not [line for line in lines if "init runs" in line]
+    assert get_algorithm("bc").make(tiny_bc()[1], HOPPER).init_updates(1000) == 0
+
+
 def test_a_damaged_checkpoint_is_reported_and_the_previous_one_resumes(toy_hopper_dataset,
                                                                        tmp_path, capsys):
     """Truncating a data file of the newest checkpoint: the resume names it in one line and

@@ -231,6 +231,9 @@ class ARMOR(dynamics.SharedModel, Algorithm):
         """Actions ``a ~ pi_ref(.|s)`` for ``obs`` ``(..., obs)``."""
         return sample_tanh_gaussian(*self.ref_actor.apply(ref_params, obs), key)[0]
 
+    def init_updates(self, dataset_size: int) -> int:
+        return self.config.warmstart_steps
+
     def init(self, key, dataset, pretrained=None) -> ArmorState:
         """``pretrained``: this seed's :meth:`pretrain` model (else fitted here); the warm start
         always runs here."""

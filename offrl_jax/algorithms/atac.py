@@ -201,6 +201,9 @@ class ATAC(Algorithm):
     def __post_init__(self):
         self._parts(agent=sac.Agent(self.config.agent, self.spec.obs_dim, self.spec.act_dim))
 
+    def init_updates(self, dataset_size: int) -> int:
+        return self.config.warmstart_steps
+
     def init(self, key, dataset=None, pretrained=None) -> ATACState:
         config = self.config
         init_key, warm_key = jax.random.split(key)

@@ -150,6 +150,12 @@ class Algorithm:
     def pretrain_id(self) -> str | None:
         return None
 
+    def init_updates(self, dataset_size: int) -> int:
+        """Gradient steps ``init`` itself runs per seed besides a ``pretrain`` fit (ATAC's and
+        ARMOR's warm starts, RAMBO's behaviour cloning): one compiled call, without progress
+        lines or checkpoints until it returns, which the training loop says beforehand."""
+        return 0
+
     def init(self, key, dataset, pretrained=None):
         raise NotImplementedError
 

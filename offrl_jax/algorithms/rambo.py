@@ -147,6 +147,9 @@ class RAMBO(dynamics.SharedModel, Algorithm):
                                       jax.random.split(key, config.bc_steps(dataset.size)))
         return state.replace(agent=agent.replace(actor_params=params))
 
+    def init_updates(self, dataset_size: int) -> int:
+        return self.config.bc_steps(dataset_size)
+
     def init(self, key, dataset, pretrained=None) -> RAMBOState:
         """Step 1. ``pretrained``: this seed's :meth:`pretrain` model (else fitted here); the
         actor's BC pretraining always runs here (it is not shared)."""

@@ -351,6 +351,10 @@ class Trainer:
         # A checkpoint is read into the state's shapes alone: a resumed cell never runs init.
         carry = self._restore(self._restore_template())
         if carry is None:
+            steps = self.algorithm.init_updates(int(self.dataset.size))
+            if steps and self.log is not None:
+                self.log(f"init runs {steps:,} updates per row before the first interval "
+                         f"(warm start or behaviour cloning; no progress until it ends)")
             carry = self.initial()
         for interval in range(carry["next_interval"], self.num_intervals):
             keys = jax.vmap(lambda k, i=interval: jax.random.fold_in(
