@@ -183,8 +183,9 @@ def test_trainer_sweep_rows_resume_and_fingerprint(toy_hopper_dataset, tmp_path)
                        checkpoint_dir=tmp_path / directory, sweep=sweep)
 
     reference = trainer("a").run()
-    start = np.asarray(Trainer(algo, config, toy_hopper_dataset, HOPPER, [3, 7],
-                               TRAIN).initial()["state"].count)
+    unswept = Trainer(algo, config, toy_hopper_dataset, HOPPER, [3, 7], TRAIN)
+    # real_rows: on 4 devices the 2 unswept rows are padded to 4.
+    start = np.asarray(unswept.real_rows(unswept.initial()["state"]).count)
     # Value-major rows; each seed keeps its key, so both values start from the seed's count.
     np.testing.assert_array_equal(reference["state"].rate, [0.5, 0.5, 2.0, 2.0])
     np.testing.assert_allclose(reference["state"].count,
