@@ -326,3 +326,21 @@ def test_a_resumed_cell_keeps_the_history_of_its_calls(toy_hopper_dataset, tmp_p
     third = json.loads(path.read_text())
     assert [c.get("updates") for c in third["invocations"]] == [None, 20, 0]
     assert third["finished"] == second["finished"] and third["status"] == "finished"
+
+
+def test_the_progress_rate_leaves_out_init_and_the_first_interval(capsys):
+    """A 100 s init (ATAC's warm start) then 10 s per 1k-update interval: the first line's rate
+    says it holds init; every later one is the training rate, 100 updates/s, and its time left
+    follows from it."""
+    from offrl_jax.training.cells import _ProgressLine
+
+    now = iter([0.0, 110.0, 120.0, 130.0])
+    line = _ProgressLine("atac hopper", 1_000, 3, {}, True, clock=lambda: next(now))
+    new = [{"failed": False, "normalized_score": s} for s in (40.0, 42.0, 44.0)]
+    for i in (1, 2, 3):
+        line(i, 10, new)
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == ("atac hopper: eval 1/10, score 42.0 ± 1.6, 9 updates/s (x3 seeds, incl. "
+                      "init, compilation, evaluation), ~16.5 min left")
+    assert out[1].endswith("100 updates/s (x3 seeds, incl. evaluation), ~1.3 min left")
+    assert out[2].endswith("100 updates/s (x3 seeds, incl. evaluation), ~1.2 min left")
