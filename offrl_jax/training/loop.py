@@ -350,7 +350,9 @@ class Trainer:
         """
         # A checkpoint is read into the state's shapes alone: a resumed cell never runs init.
         carry = self._restore(self._restore_template())
-        if carry is None:
+        if carry is not None:
+            self._pretrained = None  # loaded by prepare_models; the checkpoint holds the models
+        else:
             steps = self.algorithm.init_updates(int(self.dataset.size))
             if steps and self.log is not None:
                 self.log(f"init runs {steps:,} updates per row before the first interval "
