@@ -341,6 +341,6 @@ def test_the_progress_rate_leaves_out_init_and_the_first_interval(capsys):
         line(i, 10, new)
     out = capsys.readouterr().out.splitlines()
     assert out[0] == ("atac hopper: eval 1/10, score 42.0 ± 1.6, 9 updates/s (x3 seeds, incl. "
-                      "init, compilation, evaluation), ~16.5 min left")
+                      "start-up, compilation, evaluation), ~16.5 min left")
     assert out[1].endswith("100 updates/s (x3 seeds, incl. evaluation), ~1.3 min left")
     assert out[2].endswith("100 updates/s (x3 seeds, incl. evaluation), ~1.2 min left")

@@ -275,8 +275,9 @@ def _earlier_invocations(previous: dict) -> list[dict]:
 class _ProgressLine:
     """Prints evaluations done, the latest score (per sweep point), updates/s and the time
     left. The rate is measured from the end of the call's first interval on: the first one
-    also holds init (ATAC's 100k-update warm start: half an hour on a 2-core CPU) and the
-    compilations, and would make every later estimate wrong; its own line says so."""
+    also holds the start-up (init, such as ATAC's 100k-update warm start, half an hour on a
+    2-core CPU, or a checkpoint's restore) and the compilations, and would make every later
+    estimate wrong; its own line says so."""
 
     def __init__(self, label: str, eval_every: int, num_seeds: int, sweep: dict,
                  enabled: bool, clock: Callable[[], float] = time.perf_counter):
@@ -293,7 +294,7 @@ class _ProgressLine:
         now = self.clock()
         if self.first_done is None:
             self.first_done = now
-            elapsed, intervals, what = now - self.started, 1, "incl. init, compilation, "
+            elapsed, intervals, what = now - self.started, 1, "incl. start-up, compilation, "
         else:
             elapsed, intervals, what = now - self.first_done, self.intervals - 1, "incl. "
         if not self.enabled:
