@@ -328,6 +328,44 @@ def test_a_resumed_cell_keeps_the_history_of_its_calls(toy_hopper_dataset, tmp_p
     assert third["finished"] == second["finished"] and third["status"] == "finished"
 
 
+def test_a_finished_cell_without_checkpoints_is_not_retrained(toy_hopper_dataset, tmp_path,
+                                                               capsys):
+    """Results kept in git, checkpoints not (a fresh checkout): a finished cell whose records
+    reach its last update is not trained again, its records stay byte for byte; a longer
+    schedule, or records cut short, trains from the start (nothing to resume from)."""
+    import shutil
+
+    write_d4rl_hdf5(tmp_path / "toy.hdf5", toy_hopper_dataset)
+    out = tmp_path / "run"
+    args = ["bench", "--profile", "tiny", "--algos", "bc", "--tasks",
+            f"kept-toy=hopper:{tmp_path / 'toy.hdf5'}", "--seeds", "2", "--eval-every", "20",
+            "--eval-episodes", "1", "--out", str(out)]
+    main([*args, "--updates", "40"])
+    cell, records = out / "cells" / "bc__kept-toy.json", out / "records" / "bc__kept-toy.jsonl"
+    kept = records.read_bytes()
+    shutil.rmtree(out / "checkpoints")
+    capsys.readouterr()
+    main([*args, "--updates", "40"])
+    assert "its checkpoints are absent, not retrained" in capsys.readouterr().out
+    assert records.read_bytes() == kept and not (out / "checkpoints").exists()
+    again = json.loads(cell.read_text())
+    assert [c["updates"] for c in again["invocations"]] == [40, 0]
+    assert again["status"] == "finished" and "not retrained" in again["invocations"][1]["note"]
+    # A longer schedule: not this cell; no checkpoint, so from the start, to 60.
+    main([*args, "--updates", "60"])
+    assert "training from the start" in capsys.readouterr().out
+    longer = json.loads(cell.read_text())
+    assert longer["invocations"][-1]["updates"] == 60
+    steps = [json.loads(line)["step"] for line in records.read_text().splitlines()]
+    assert steps == [20, 20, 40, 40, 60, 60]
+    # Records cut short (one seed's last evaluation lost): retrained, not taken as finished.
+    shutil.rmtree(out / "checkpoints")
+    records.write_text("\n".join(records.read_text().splitlines()[:-1]) + "\n")
+    main([*args, "--updates", "60"])
+    assert json.loads(cell.read_text())["invocations"][-1]["updates"] == 60
+    assert [json.loads(line)["step"] for line in records.read_text().splitlines()] == steps
+
+
 def test_the_progress_rate_leaves_out_init_and_the_first_interval(capsys):
     """A 100 s init (ATAC's warm start) then 10 s per 1k-update interval: the first line's rate
     says it holds init; every later one is the training rate, 100 updates/s, and its time left

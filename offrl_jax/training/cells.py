@@ -47,6 +47,7 @@ from offrl_jax.results.report import (
     device_description,
     git_commit,
     library_versions,
+    records_path,
     write_records,
     write_scalar_logs,
     write_text_atomic,
@@ -194,6 +195,11 @@ def run_cell(cell: Cell, dataset: Dataset | None = None) -> dict:
     ``finished`` when its training ended (a later call that found nothing left to train, 0
     ``updates``, keeps it).
 
+    A cell file that says finished, for this very cell, with records complete to the last
+    update but no checkpoints (results kept in git, checked out on another machine) is not
+    trained again: the call adds a 0-update invocation and returns. Without checkpoints any other
+    cell trains from the start.
+
     ``dataset``: the task's data, already loaded (the local runner); None: load and check it
     (:func:`load_cell_dataset`)."""
     started, clock = _now(), time.perf_counter()
@@ -201,6 +207,25 @@ def run_cell(cell: Cell, dataset: Dataset | None = None) -> dict:
     out_dir = Path(cell.out_dir)
     previous = _previous_call(cell_file(out_dir, cell))
     earlier = _earlier_invocations(previous)
+    if _finished_elsewhere(cell, task.name, previous, out_dir):
+        # A finished cell whose checkpoints are gone (results kept in git, checked out on a
+        # fresh machine): its records are complete, retraining would only repeat them.
+        info = {**previous, **_where()}
+        info["invocations"] = [*earlier, {
+            "started": started, "seconds": 0.0, "updates": 0, "status": "finished",
+            "note": "records complete to the last update, no checkpoint: not retrained",
+            **{k: info[k] for k in ("host", "pid", "device", "device_count")}}]
+        write_text_atomic(cell_file(out_dir, cell), json.dumps(info, indent=2))
+        if cell.progress:
+            print(f"{cell.label}: finished {previous.get('finished')} (records complete to "
+                  f"update {cell.train.num_updates}); its checkpoints are absent, not "
+                  f"retrained", flush=True)
+        return info
+    if (previous and not (out_dir / "checkpoints" / cell.name).exists()
+            and cell.progress and records_path(out_dir, cell.algorithm, task.name,
+                                               cell.sweep).exists()):
+        print(f"{cell.label}: records of an earlier call but no checkpoint to resume from; "
+              f"training from the start (the records are replaced as it goes)", flush=True)
     # Written only when a call ends its training: a call that trains nothing keeps it.
     finished_before = previous.get("finished")
     trained = {"updates": 0}  # by this call
@@ -247,6 +272,44 @@ def run_cell(cell: Cell, dataset: Dataset | None = None) -> dict:
     info["finished"] = finished_before if finished_before and not trained["updates"] else _now()
     stamp("finished")
     return info
+
+
+def _finished_elsewhere(cell: Cell, task_name: str, previous: dict, out_dir: Path) -> bool:
+    """Whether ``previous`` (the cell file's content) records this very cell finished (same
+    algorithm, task, sweep, seeds, schedule, config and data sha256), its checkpoints are absent
+    and its records hold every row's evaluation at the last update, as many rows as at the first
+    evaluation. A cell with checkpoints resumes from them as ever (0 updates when finished)."""
+    if previous.get("status") != "finished":
+        return False
+    if (out_dir / "checkpoints" / cell.name).exists():
+        return False
+    expected = {"algorithm": cell.algorithm, "task": task_name, "sweep": cell.sweep,
+                "seeds": list(cell.seeds), "train": dataclasses.asdict(cell.train),
+                "config": repr(cell.config), "sha256": cell.data.get("sha256")}
+    found = {**{k: previous.get(k) for k in expected if k != "sha256"},
+             "sha256": (previous.get("data") or {}).get("sha256")}
+    if json.loads(json.dumps(expected)) != json.loads(json.dumps(found)):
+        return False
+    path = records_path(out_dir, cell.algorithm, task_name, cell.sweep)
+    try:
+        records = [json.loads(line) for line in path.read_text().splitlines() if line]
+    except (OSError, ValueError):
+        return False
+    steps = [r.get("step") for r in records]
+    if not steps:
+        return False
+    last, first = cell.train.num_updates, min((s for s in steps if s is not None), default=None)
+    final = [r for r in records if r.get("step") == last]
+    return (bool(final) and len(final) == steps.count(first)
+            and {r.get("seed") for r in final} == set(cell.seeds))
+
+
+def finished_without_checkpoint(cell: Cell) -> bool:
+    """Whether :func:`run_cell` would find ``cell`` finished, with its records complete, and not
+    train it (its checkpoints absent): the Ray driver fits no models for such a cell."""
+    out_dir = Path(cell.out_dir)
+    return _finished_elsewhere(cell, cell.task_name, _previous_call(cell_file(out_dir, cell)),
+                               out_dir)
 
 
 def _previous_call(path: Path) -> dict:
@@ -317,5 +380,5 @@ class _ProgressLine:
               f"({rows}, {what}evaluation), ~{left / 60:.1f} min left", flush=True)
 
 
-__all__ = ["Cell", "cell_file", "check_worker", "fit_models", "load_cell_dataset",
-           "model_groups", "run_cell"]
+__all__ = ["Cell", "cell_file", "check_worker", "finished_without_checkpoint", "fit_models",
+           "load_cell_dataset", "model_groups", "run_cell"]

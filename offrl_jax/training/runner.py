@@ -40,7 +40,7 @@ from offrl_jax.data.checksum import path_sha256
 from offrl_jax.evaluation import check_backend
 from offrl_jax.results.report import provenance, write_summary, write_text_atomic
 from offrl_jax.tasks import Task, parse_task_argument
-from offrl_jax.training.cells import Cell, model_groups, run_cell
+from offrl_jax.training.cells import Cell, finished_without_checkpoint, model_groups, run_cell
 from offrl_jax.training.distributed import RayConfig
 from offrl_jax.training.loop import TrainConfig, check_sweep
 
@@ -498,7 +498,9 @@ def _run_cells_on_ray(algos, task_objs, tasks, trains, configs, run_info, run_in
             run_info.setdefault("configs", {})[f"{algorithm.name}/{task.name}"] = repr(
                 configs[(algorithm.name, task.name)])
             cells.append(make_cell(algorithm, task, argument, len(cells) + 1, worker=True))
-    groups = model_groups(cells, {task.name: task for task in task_objs})
+    # A cell finished earlier whose checkpoints are gone is not retrained: no fit for it.
+    groups = model_groups([cell for cell in cells if not finished_without_checkpoint(cell)],
+                          {task.name: task for task in task_objs})
     run_info["ray"] = {**cluster, "gpus_per_cell": gpus, "cpus_per_cell": ray.cpus_per_cell,
                        "driver_device": run_info["device"], "cells": {}}
     write_text_atomic(run_info_path, json.dumps(run_info, indent=2))
