@@ -26,7 +26,7 @@ from offrl_jax.cli import main
 from offrl_jax.data import DatasetError, load_task_dataset, write_d4rl_hdf5
 from offrl_jax.data.checksum import path_sha256
 from offrl_jax.models.store import EntryKey, ModelStore
-from offrl_jax.results.report import load_records
+from offrl_jax.results.report import load_records, process_commit, training_commits
 from offrl_jax.tasks import parse_task_argument
 from offrl_jax.training import Trainer, distributed, runner
 from offrl_jax.training.cells import Cell, fit_models, load_cell_dataset, model_groups, run_cell
@@ -351,6 +351,9 @@ def test_a_finished_cell_without_checkpoints_is_not_retrained(toy_hopper_dataset
     again = json.loads(cell.read_text())
     assert [c["updates"] for c in again["invocations"]] == [40, 0]
     assert again["status"] == "finished" and "not retrained" in again["invocations"][1]["note"]
+    commit, dirty = process_commit()
+    assert again["invocations"][0]["commit"] == commit
+    assert training_commits(out) == {commit + ("+changes" if dirty else ""): ["bc__kept-toy"]}
     # A longer schedule: not this cell; no checkpoint, so from the start, to 60.
     main([*args, "--updates", "60"])
     assert "training from the start" in capsys.readouterr().out
@@ -364,6 +367,20 @@ def test_a_finished_cell_without_checkpoints_is_not_retrained(toy_hopper_dataset
     main([*args, "--updates", "60"])
     assert json.loads(cell.read_text())["invocations"][-1]["updates"] == 60
     assert [json.loads(line)["step"] for line in records.read_text().splitlines()] == steps
+
+
+def test_the_commit_note_names_the_commits_that_trained_cells_finished_earlier():
+    """Nothing to add when every cell was trained at the run's commit; otherwise each commit
+    (short), its cells, and the calls from before invocations carried their commit."""
+    from offrl_jax.results.labels import commit_note
+
+    a, b = "a" * 40, "b" * 40
+    assert commit_note({"commit": a, "trained_by_commit": {a: ["bc__t"]}}) == ""
+    assert commit_note({"commit": a}) == ""
+    assert commit_note({"commit": a, "trained_by_commit": {
+        a: ["bc__t"], b + "+changes": ["edac__t"], "not recorded": ["iql__t", "cql__t"]}}) == (
+        " Cells trained at: aaaaaaa (bc__t); bbbbbbb+changes (edac__t); not recorded (iql__t, "
+        "cql__t).")
 
 
 def test_the_progress_rate_leaves_out_init_and_the_first_interval(capsys):

@@ -24,7 +24,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from offrl_jax.results.labels import run_label
+from offrl_jax.results.labels import commit_note, run_label
 from offrl_jax.results.published import (
     REFERENCE_SOURCES,
     SOURCES,
@@ -157,5 +157,5 @@ def comparison_markdown(rows: list[dict], run_info: dict) -> str:
         if keys:
             lines.append(f"{title}: " + "; ".join(f"[{k}] {sources[k]}" for k in keys) + ".")
     lines.append(f"Profile {run_info.get('profile')}, device {run_info.get('device')}, commit "
-                 f"{run_info.get('commit')}.")
+                 f"{run_info.get('commit')}.{commit_note(run_info)}")
     return "\n".join(lines) + "\n"

@@ -34,3 +34,15 @@ def cell_name(algorithm: str, task: str, sweep: dict | None = None) -> str:
     """A cell's stem in the file names of a run (``records/``, ``logs/``, ``cells/``,
     checkpoints): ``ALGO__TASK`` and the sweep's suffix, if any."""
     return f"{algorithm}__{task}{sweep_suffix(sweep)}"
+
+
+def commit_note(run_info: dict) -> str:
+    """`` Cells trained at: COMMIT (cells); ...`` where ``run.json``'s ``trained_by_commit``
+    names any commit but the run's own (a run resumed across commits, cells finished earlier);
+    empty otherwise."""
+    trained = run_info.get("trained_by_commit") or {}
+    if not trained or set(trained) == {run_info.get("commit")}:
+        return ""
+    parts = [f"{commit if commit == 'not recorded' else commit[:7] + commit[40:]} "
+             f"({', '.join(names)})" for commit, names in trained.items()]
+    return " Cells trained at: " + "; ".join(parts) + "."

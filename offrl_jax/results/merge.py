@@ -91,6 +91,12 @@ def merge_runs(directories: list[str | Path], out_dir: str | Path,
                       [{k: v for k, v in r.items() if k not in ("algorithm", "task")}
                        for r in records], sweep)
 
+    trained_by: dict[str, list[str]] = {}
+    for info in infos.values():
+        for commit, names in (info.get("trained_by_commit") or {}).items():
+            trained_by.setdefault(commit, []).extend(
+                n for n in names if n not in trained_by[commit])
+
     def joined(key):
         return "; ".join(sorted({str(info.get(key)) for info in infos.values()}))
 
@@ -104,6 +110,7 @@ def merge_runs(directories: list[str | Path], out_dir: str | Path,
         "commit": joined("commit"),
         "code_modified_since_commit": any(info.get("code_modified_since_commit")
                                           for info in infos.values()),
+        "trained_by_commit": trained_by,
         "versions": next(iter(infos.values())).get("versions", {}),
         "data": {task: info for task, (_, info) in data.items()},
     }

@@ -18,6 +18,7 @@ column per swept leaf, and ``plots/sweep_ALGO_LEAF.png`` draws the final IQM aga
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import platform
@@ -30,7 +31,7 @@ import numpy as np
 
 from offrl_jax.data._io import atomic_output
 from offrl_jax.results.compare import comparison_markdown, comparison_rows
-from offrl_jax.results.labels import cell_name, format_value, run_label
+from offrl_jax.results.labels import cell_name, commit_note, format_value, run_label
 from offrl_jax.results.stats import (
     LAST_K,
     aggregate,
@@ -74,6 +75,34 @@ def git_commit() -> tuple[str, bool | None]:
         return "unknown", None
 
 
+@functools.cache
+def process_commit() -> tuple[str, bool | None]:
+    """:func:`git_commit` as this process first saw it: the code it imported, though the
+    checkout may be committed to while a long run goes on."""
+    return git_commit()
+
+
+def training_commits(run_dir: Path) -> dict[str, list[str]]:
+    """``{commit: [cell names]}``: the commits whose code trained each cell of ``run_dir``, from
+    the invocations in ``cells/*.json`` that trained updates (``"not recorded"`` for calls made
+    before invocations carried their commit; ``+changes`` marks code modified since it)."""
+    out: dict[str, list[str]] = {}
+    for path in sorted((Path(run_dir) / "cells").glob("*.json")):
+        try:
+            info = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        for call in info.get("invocations") or []:
+            if not call.get("updates"):
+                continue
+            commit = call.get("commit") or "not recorded"
+            commit += "+changes" if call.get("code_modified") else ""
+            names = out.setdefault(commit, [])
+            if path.stem not in names:
+                names.append(path.stem)
+    return out
+
+
 def device_description() -> str:
     """``gpu (NVIDIA H200)``, or on a CPU its model: ``cpu (AMD EPYC)``."""
     import jax
@@ -95,7 +124,7 @@ def device_description() -> str:
 def provenance(profile: str, argv: list[str] | None = None) -> dict:
     import jax
 
-    commit, dirty = git_commit()
+    commit, dirty = process_commit()
     return {
         "profile": profile, "argv": argv or [], "commit": commit,
         "code_modified_since_commit": dirty, "versions": library_versions(),
@@ -267,7 +296,8 @@ def summary_markdown(rows: list[dict], run_info: dict) -> str:
           if any("[" in r["algorithm"] for r in rows) else []),
         f"Profile {run_info.get('profile')}, device {run_info.get('device')} "
         f"x{run_info.get('device_count')}, commit {run_info.get('commit')}"
-        f"{' with local changes' if run_info.get('code_modified_since_commit') else ''}.",
+        f"{' with local changes' if run_info.get('code_modified_since_commit') else ''}."
+        f"{commit_note(run_info)}",
         f"Data: {data}.",
         f"Versions: {versions}.",
     ]

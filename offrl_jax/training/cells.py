@@ -47,6 +47,7 @@ from offrl_jax.results.report import (
     device_description,
     git_commit,
     library_versions,
+    process_commit,
     records_path,
     write_records,
     write_scalar_logs,
@@ -164,6 +165,12 @@ def _where() -> dict:
             "device_count": jax.device_count()}
 
 
+def _code() -> dict:
+    """The commit of the code this process runs (``code_modified`` when it has local changes)."""
+    commit, dirty = process_commit()
+    return {"commit": commit, **({"code_modified": True} if dirty else {})}
+
+
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
@@ -188,12 +195,12 @@ def run_cell(cell: Cell, dataset: Dataset | None = None) -> dict:
     :func:`~offrl_jax.models.store.load_or_fit`, for algorithms with ``pretrain``), ``host``,
     ``pid``, ``device``, ``device_count``, ``started``, ``finished``, ``seconds``, ``status``,
     and ``invocations``: one entry (``started``, ``seconds``, ``updates`` trained, ``status``,
-    where it ran) per call that worked on the cell, earlier ones (a killed run, another
-    session's, a finished cell called again) kept from the file, so a cell resumed across
-    sessions and machines says where its time went. ``seconds`` is this call's, kept current at
-    every evaluation; ``total_seconds`` their sum; ``started`` the first call's start;
-    ``finished`` when its training ended (a later call that found nothing left to train, 0
-    ``updates``, keeps it).
+    the ``commit`` of the code, where it ran) per call that worked on the cell, earlier ones (a
+    killed run, another session's, a finished cell called again) kept from the file, so a cell
+    resumed across sessions and machines says where its time went and which code trained it.
+    ``seconds`` is this call's, kept current at every evaluation; ``total_seconds`` their sum;
+    ``started`` the first call's start; ``finished`` when its training ended (a later call that
+    found nothing left to train, 0 ``updates``, keeps it).
 
     A cell file that says finished, for this very cell, with records complete to the last
     update but no checkpoints (results kept in git, checked out on another machine) is not
@@ -214,7 +221,7 @@ def run_cell(cell: Cell, dataset: Dataset | None = None) -> dict:
         info["invocations"] = [*earlier, {
             "started": started, "seconds": 0.0, "updates": 0, "status": "finished",
             "note": "records complete to the last update, no checkpoint: not retrained",
-            **{k: info[k] for k in ("host", "pid", "device", "device_count")}}]
+            **_code(), **{k: info[k] for k in ("host", "pid", "device", "device_count")}}]
         write_text_atomic(cell_file(out_dir, cell), json.dumps(info, indent=2))
         if cell.progress:
             print(f"{cell.label}: finished {previous.get('finished')} (records complete to "
@@ -238,7 +245,7 @@ def run_cell(cell: Cell, dataset: Dataset | None = None) -> dict:
     def stamp(status: str) -> None:  # this call's time so far, beside the earlier calls'
         seconds = round(time.perf_counter() - clock, 1)
         this = {"started": started, "seconds": seconds, "updates": trained["updates"],
-                "status": status,
+                "status": status, **_code(),
                 **{k: info[k] for k in ("host", "pid", "device", "device_count")}}
         info.update(seconds=seconds, status=status, invocations=[*earlier, this],
                     total_seconds=round(sum(i.get("seconds") or 0.0

@@ -38,7 +38,12 @@ from offrl_jax.algorithms.registry import get_algorithm
 from offrl_jax.data import Dataset, find_task_dataset, load_task_dataset, read_d4rl_metadata
 from offrl_jax.data.checksum import path_sha256
 from offrl_jax.evaluation import check_backend
-from offrl_jax.results.report import provenance, write_summary, write_text_atomic
+from offrl_jax.results.report import (
+    provenance,
+    training_commits,
+    write_summary,
+    write_text_atomic,
+)
 from offrl_jax.tasks import Task, parse_task_argument
 from offrl_jax.training.cells import Cell, finished_without_checkpoint, model_groups, run_cell
 from offrl_jax.training.distributed import RayConfig
@@ -472,6 +477,7 @@ def run_benchmark(algorithms: list[str], tasks: list[str], seeds: list[int], pro
                         info["models"]
                     write_text_atomic(run_info_path, json.dumps(run_info, indent=2))
     run_info["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    run_info["trained_by_commit"] = training_commits(out_dir)
     write_text_atomic(run_info_path, json.dumps(run_info, indent=2))
     rows = write_summary(out_dir)
     print(f"results: {out_dir / 'summary.md'} (raw records in {out_dir / 'records'}, plots in "
