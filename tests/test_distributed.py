@@ -354,6 +354,10 @@ def test_a_finished_cell_without_checkpoints_is_not_retrained(toy_hopper_dataset
     commit, dirty = process_commit()
     assert again["invocations"][0]["commit"] == commit
     assert training_commits(out) == {commit + ("+changes" if dirty else ""): ["bc__kept-toy"]}
+    merged = tmp_path / "merged"
+    main(["report", str(out), "--out", str(merged)])
+    assert json.loads((merged / "run.json").read_text())["trained_by_commit"] == \
+        training_commits(out)
     # A longer schedule: not this cell; no checkpoint, so from the start, to 60.
     main([*args, "--updates", "60"])
     assert "training from the start" in capsys.readouterr().out

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from offrl_jax.results.report import (
     load_records,
+    training_commits,
     write_records,
     write_summary,
     write_text_atomic,
@@ -91,11 +92,17 @@ def merge_runs(directories: list[str | Path], out_dir: str | Path,
                       [{k: v for k, v in r.items() if k not in ("algorithm", "task")}
                        for r in records], sweep)
 
+    # Read from each run's cells/ (a merged directory has none: its run.json's), so a run whose
+    # driver predates trained_by_commit is still described.
     trained_by: dict[str, list[str]] = {}
-    for info in infos.values():
-        for commit, names in (info.get("trained_by_commit") or {}).items():
+    for directory, info in infos.items():
+        found_by = (training_commits(directory) if (Path(directory) / "cells").is_dir()
+                    else info.get("trained_by_commit") or {})
+        for commit, names in found_by.items():
             trained_by.setdefault(commit, []).extend(
-                n for n in names if n not in trained_by[commit])
+                n for n in names if n not in trained_by[commit]
+                and (algorithms is None or n.split("__")[0] in algorithms))
+    trained_by = {commit: names for commit, names in trained_by.items() if names}
 
     def joined(key):
         return "; ".join(sorted({str(info.get(key)) for info in infos.values()}))
