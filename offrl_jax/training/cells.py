@@ -217,11 +217,11 @@ def run_cell(cell: Cell, dataset: Dataset | None = None) -> dict:
     if _finished_elsewhere(cell, task.name, previous, out_dir):
         # A finished cell whose checkpoints are gone (results kept in git, checked out on a
         # fresh machine): its records are complete, retraining would only repeat them.
-        info = {**previous, **_where()}
-        info["invocations"] = [*earlier, {
+        # Where it trained stays in the file; this call, which trained nothing, is listed.
+        info = {**previous, "seconds": 0.0, "invocations": [*earlier, {
             "started": started, "seconds": 0.0, "updates": 0, "status": "finished",
             "note": "records complete to the last update, no checkpoint: not retrained",
-            **_code(), **{k: info[k] for k in ("host", "pid", "device", "device_count")}}]
+            **_code(), **_where()}]}
         write_text_atomic(cell_file(out_dir, cell), json.dumps(info, indent=2))
         if cell.progress:
             print(f"{cell.label}: finished {previous.get('finished')} (records complete to "
