@@ -387,6 +387,18 @@ def test_the_commit_note_names_the_commits_that_trained_cells_finished_earlier()
         "cql__t).")
 
 
+def test_training_commits_reads_every_call_that_trained(tmp_path):
+    """Calls that trained (or, older, did not record how many updates) count, under their
+    commit or "not recorded"; a 0-update call does not."""
+    cells = tmp_path / "cells"
+    cells.mkdir()
+    (cells / "bc__t.json").write_text(json.dumps({"invocations": [
+        {"status": "killed"}, {"updates": 20, "commit": "c1"}, {"updates": 0, "commit": "c2"}]}))
+    (cells / "iql__t.json").write_text(json.dumps({"invocations": [
+        {"updates": 0, "commit": "c1"}]}))
+    assert training_commits(tmp_path) == {"not recorded": ["bc__t"], "c1": ["bc__t"]}
+
+
 def test_the_progress_rate_leaves_out_init_and_the_first_interval(capsys):
     """A 100 s init (ATAC's warm start) then 10 s per 1k-update interval: the first line's rate
     says it holds init; every later one is the training rate, 100 updates/s, and its time left

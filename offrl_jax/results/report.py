@@ -84,8 +84,9 @@ def process_commit() -> tuple[str, bool | None]:
 
 def training_commits(run_dir: Path) -> dict[str, list[str]]:
     """``{commit: [cell names]}``: the commits whose code trained each cell of ``run_dir``, from
-    the invocations in ``cells/*.json`` that trained updates (``"not recorded"`` for calls made
-    before invocations carried their commit; ``+changes`` marks code modified since it)."""
+    the invocations in ``cells/*.json`` that trained updates or did not record how many
+    (``"not recorded"`` for calls made before invocations carried their commit; ``+changes``
+    marks code modified since it)."""
     out: dict[str, list[str]] = {}
     for path in sorted((Path(run_dir) / "cells").glob("*.json")):
         try:
@@ -93,7 +94,7 @@ def training_commits(run_dir: Path) -> dict[str, list[str]]:
         except (OSError, ValueError):
             continue
         for call in info.get("invocations") or []:
-            if not call.get("updates"):
+            if call.get("updates") == 0:  # None: a call from before updates were recorded
                 continue
             commit = call.get("commit") or "not recorded"
             commit += "+changes" if call.get("code_modified") else ""
