@@ -294,15 +294,21 @@ def test_ray_fits_a_shared_model_once_and_equals_a_local_run(toy_task, tmp_path)
 
 
 
+def _bc_bench_args(dataset, tmp_path, task, seeds, out) -> list[str]:
+    """``offrl bench`` arguments (without ``--updates``) for BC on ``dataset``, written to
+    ``tmp_path/toy.hdf5`` as task ``task``, evaluated every 20 updates, into ``out``."""
+    write_d4rl_hdf5(tmp_path / "toy.hdf5", dataset)
+    return ["bench", "--profile", "tiny", "--algos", "bc", "--tasks",
+            f"{task}=hopper:{tmp_path / 'toy.hdf5'}", "--seeds", str(seeds), "--eval-every",
+            "20", "--eval-episodes", "1", "--out", str(out)]
+
+
 def test_a_resumed_cell_keeps_the_history_of_its_calls(toy_hopper_dataset, tmp_path):
     """cells/ALGO__TASK.json lists every call that worked on the cell: a killed one (left
     "running" in the file, here in the format before the list existed), the resuming one, and
     one that found nothing left to train (it keeps the time the training ended)."""
-    write_d4rl_hdf5(tmp_path / "toy.hdf5", toy_hopper_dataset)
     out = tmp_path / "run"
-    args = ["bench", "--profile", "tiny", "--algos", "bc", "--tasks",
-            f"hist-toy=hopper:{tmp_path / 'toy.hdf5'}", "--seeds", "1", "--eval-every", "20",
-            "--eval-episodes", "1", "--out", str(out)]
+    args = _bc_bench_args(toy_hopper_dataset, tmp_path, "hist-toy", 1, out)
     main([*args, "--updates", "20"])
     path = out / "cells" / "bc__hist-toy.json"
     first = json.loads(path.read_text())
@@ -335,11 +341,8 @@ def test_a_finished_cell_without_checkpoints_is_not_retrained(toy_hopper_dataset
     schedule, or records cut short, trains from the start (nothing to resume from)."""
     import shutil
 
-    write_d4rl_hdf5(tmp_path / "toy.hdf5", toy_hopper_dataset)
     out = tmp_path / "run"
-    args = ["bench", "--profile", "tiny", "--algos", "bc", "--tasks",
-            f"kept-toy=hopper:{tmp_path / 'toy.hdf5'}", "--seeds", "2", "--eval-every", "20",
-            "--eval-episodes", "1", "--out", str(out)]
+    args = _bc_bench_args(toy_hopper_dataset, tmp_path, "kept-toy", 2, out)
     main([*args, "--updates", "40"])
     cell, records = out / "cells" / "bc__kept-toy.json", out / "records" / "bc__kept-toy.jsonl"
     kept = records.read_bytes()
