@@ -26,7 +26,7 @@ CONSTRAINTS := -c constraints.txt
 endif
 comma := ,
 
-.PHONY: install test test-all benchmark validate data lint clean
+.PHONY: install test test-all benchmark results-quick validate data lint clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
@@ -47,8 +47,13 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(PY) -m pytest tests
 
+# A user's run: into runs/PROFILE (outside git), never over the committed results/.
 benchmark: $(STAMP)
 	$(PY) -m offrl_jax.cli bench $(if $(PROFILE),--profile $(PROFILE),)
+
+# Regenerates the committed results/quick (README "Results"): an explicit, separate command.
+results-quick: $(STAMP)
+	$(PY) -m offrl_jax.cli bench --profile quick --out results/quick
 
 # The reproduction report (README "Validation"): hours of CPU, resumable (re-run to continue).
 # One task at a time, so that hopper-medium-replay is complete (every algorithm) before

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The validate profile's costly algorithms on one GPU, within a fixed wall-clock budget, then the
-# device check: what issue 19 calls "the GPU slice", run by one command on a lent GPU machine.
+# "The GPU slice": the validate profile's costly algorithms on one GPU within a fixed wall-clock
+# budget, then the device check, in one command (docs/validation.md, docs/speed.md).
 #
 #   benchmarks/gpu_slice.sh OUT [TRAIN_S] [CHECK_S]
 #
@@ -8,14 +8,13 @@
 # seeds, UPDATES updates, an evaluation of 10 episodes every EVAL_EVERY updates). By default they
 # run one after another, each with an equal share of what is left of TRAIN_S (time an algorithm
 # does not use passes to the next). PARALLEL=1 starts them all at once instead: measured on an
-# H200 (README "Speed"), eight processes sharing the card ran far below a fair share of the
+# H200 (docs/speed.md), eight processes sharing the card ran far below a fair share of the
 # one-process rate (ARMOR 36 updates/s with 3 seeds, against 1441 for one seed alone), so it
 # is kept only for comparison. A process stops at its deadline whatever it has reached; the
 # records of the evaluations it made are kept (appended one evaluation at a time), so an
 # algorithm that did not finish has a learning curve up to where its time ended, and its log
 # says how far it got. A second call into the same OUT resumes every cell from its checkpoint.
-# Then
-# `python -m benchmarks.device_check` measures clean updates/s for CHECK_S seconds.
+# Then `python -m benchmarks.device_check` measures clean updates/s for CHECK_S seconds.
 # Everything small is packed into OUT/gpu_slice.tar.gz (checkpoints and fitted models left out),
 # once after training and again after the device check; PACK_TO=DIR also copies it there.
 #

@@ -196,8 +196,9 @@ def run_cell(cell: Cell, dataset: Dataset | None = None) -> dict:
     ``pid``, ``device``, ``device_count``, ``started``, ``finished``, ``seconds``, ``status``,
     and ``invocations``: one entry (``started``, ``seconds``, ``updates`` trained, ``status``,
     the ``commit`` of the code, where it ran) per call that worked on the cell, earlier ones (a
-    killed run, another session's, a finished cell called again) kept from the file, so a cell
-    resumed across sessions and machines says where its time went and which code trained it.
+    killed run, an earlier invocation's, a finished cell called again) kept from the file, so a
+    cell resumed across invocations and machines says where its time went and which code trained
+    it.
     ``seconds`` is this call's, kept current at every evaluation; ``total_seconds`` their sum;
     ``started`` the first call's start; ``finished`` when its training ended (a later call that
     found nothing left to train, 0 ``updates``, keeps it).

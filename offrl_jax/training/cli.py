@@ -4,10 +4,24 @@ from __future__ import annotations
 
 import ast
 import sys
+from pathlib import Path
 
 from offrl_jax.algorithms.registry import ALGORITHMS
 from offrl_jax.results.labels import format_value
 from offrl_jax.training.runner import RUN_PROFILES
+
+# Where a run goes without --out: outside the tracked results/ (the .gitignore's /runs/), so a
+# user's run never overwrites the committed tables; `make results-quick` regenerates those.
+DEFAULT_OUT_ROOT = "runs"
+
+# Profiles that train each algorithm for a small fraction of its reference budget (the full
+# profile's updates): their summary.md opens with a note saying so (smoke_note).
+SMOKE_PROFILES = ("quick", "tiny")
+VALIDATED_SUMMARY = "results/validate/summary.md"
+
+
+def default_out(profile: str) -> str:
+    return f"{DEFAULT_OUT_ROOT}/{profile}"
 
 
 def default_profile() -> str:
@@ -68,6 +82,61 @@ def parse_sweeps(items: list[str]) -> dict[str, list[float]]:
     return out
 
 
+def _count(value: int | None, flag: str, minimum: int = 1) -> str | None:
+    if value is None or value >= minimum:
+        return None
+    return f"{flag}: expected a whole number >= {minimum}, found {value}"
+
+
+def check_bench_numbers(args) -> None:
+    """Every numeric flag of ``offrl bench`` checked before any data step: one line naming the
+    flag, what it expects and what it found (SystemExit). How the flags fit each other and the
+    profile (``--eval-every`` dividing ``--updates``) is checked by the runner's
+    ``train_configs``, also before any data step."""
+    problems = [problem for problem in (
+        _count(args.seeds, "--seeds"), _count(args.updates, "--updates"),
+        _count(args.eval_every, "--eval-every"), _count(args.eval_episodes, "--eval-episodes"))
+        if problem]
+    if args.ray_gpus_per_cell is not None and not args.ray_gpus_per_cell >= 0:
+        problems.append(f"--ray-gpus-per-cell: expected a number >= 0, found "
+                        f"{args.ray_gpus_per_cell:g}")
+    if args.ray_cpus_per_cell is not None and not args.ray_cpus_per_cell > 0:
+        problems.append(f"--ray-cpus-per-cell: expected a number > 0, found "
+                        f"{args.ray_cpus_per_cell:g}")
+    if problems:
+        raise SystemExit("offrl bench: " + "; ".join(problems))
+
+
+def smoke_note(profile: str, updates: dict[str, int]) -> str:
+    """The paragraph that opens a smoke profile's summary.md: every row whose updates
+    (``{algorithm: updates}``) are below its reference budget (the full profile's, the papers'
+    counts) is budget-limited, and the validated numbers are elsewhere. Empty when no row is."""
+    reference = RUN_PROFILES["full"]
+    limited = {name: (count, reference.train_for(name).num_updates)
+               for name, count in sorted(updates.items())
+               if count < reference.train_for(name).num_updates}
+    if profile not in SMOKE_PROFILES or not limited:
+        return ""
+    rows = ", ".join(f"{name} {format_count(count)} of {format_count(budget)}"
+                     for name, (count, budget) in limited.items())
+    share = max(count / budget for count, budget in limited.values())
+    return (f"**A budget-limited smoke run, not a benchmark result.** The `{profile}` profile "
+            f"trains each algorithm for at most {share:.1%} of its reference budget (the "
+            f"papers' update counts, the `full` profile), with smaller networks and models, so "
+            f"its scores show that every stage runs end to end, not what the algorithms reach. "
+            f"Budget-limited rows (updates trained of the reference budget): {rows}. The "
+            f"validated numbers (full-size networks, 20k to 200k updates, 3 to 5 seeds) are in "
+            f"the repository's {VALIDATED_SUMMARY}.\n\n")
+
+
+def format_count(count: int) -> str:
+    """``10000`` as ``10k``, ``1000000`` as ``1M``."""
+    for size, suffix in ((1_000_000, "M"), (1_000, "k")):
+        if count >= size and count % (size // 10) == 0:
+            return f"{count / size:g}{suffix}"
+    return str(count)
+
+
 def register(subparsers) -> None:
     bench = subparsers.add_parser("bench", help="run a benchmark sweep")
     bench.add_argument("--algos", nargs="+", default=None, choices=sorted(ALGORITHMS),
@@ -81,7 +150,9 @@ def register(subparsers) -> None:
     bench.add_argument("--seeds", type=int, default=None, help="number of seeds (0..N-1)")
     bench.add_argument("--profile", choices=sorted(RUN_PROFILES), default=None,
                        help="quick on a CPU (default there), full on a GPU (default there)")
-    bench.add_argument("--out", default=None, help="run directory (default results/PROFILE)")
+    bench.add_argument("--out", default=None,
+                       help="run directory (default runs/PROFILE, outside git; "
+                            "make results-quick writes the committed results/quick)")
     bench.add_argument("--eval-backend", choices=("host", "device"), default=None)
     bench.add_argument("--updates", type=int, default=None,
                        help="updates per algorithm (default: the profile's)")
@@ -119,7 +190,7 @@ def register(subparsers) -> None:
                             "`ray start` runs here), local (start Ray on this machine for this "
                             "run) or the head's HOST:PORT; the run directory and the data must "
                             "be on a filesystem every node shares. Needs the ray extra "
-                            "(pip install -e '.[ray]'); README \"Beyond one machine\"")
+                            "(pip install -e '.[ray]'); docs/distributed.md")
     bench.add_argument("--ray-gpus-per-cell", type=float, default=None, metavar="N",
                        help="GPUs each cell asks Ray for (default: 1 when the cluster has "
                             "GPUs, else 0; a fraction shares a GPU)")
@@ -145,6 +216,7 @@ def _bench(args) -> int:
     from offrl_jax.training.loop import SweepError
     from offrl_jax.training.runner import read_run_config, run_benchmark
 
+    check_bench_numbers(args)
     exact = None
     if args.config is not None:
         given = [flag for flag, value in (
@@ -152,7 +224,7 @@ def _bench(args) -> int:
             ("--profile", args.profile), ("--eval-backend", args.eval_backend),
             ("--set", args.overrides), ("--sweep", args.sweeps), ("--updates", args.updates),
             ("--eval-every", args.eval_every), ("--eval-episodes", args.eval_episodes))
-            if value]
+            if value is not None and value != []]
         if given:
             raise SystemExit(f"offrl bench: --config relaunches a run as it was; remove "
                              f"{', '.join(given)} (only --out may change)")
@@ -169,8 +241,8 @@ def _bench(args) -> int:
     algos = args.algos or list(run_profile.default_algorithms or sorted(ALGORITHMS))
     tasks = args.tasks or list(run_profile.default_tasks)
     seeds = (list(exact["seeds"]) if exact else
-             list(range(args.seeds or run_profile.default_seeds)))
-    out = args.out or f"results/{profile}"
+             list(range(run_profile.default_seeds if args.seeds is None else args.seeds)))
+    out = args.out or default_out(profile)
     sweep = exact["sweep"] if exact else parse_sweeps(args.sweeps)
     schedule = {name: value for name, value in (
         ("num_updates", args.updates), ("eval_every", args.eval_every),
@@ -189,7 +261,19 @@ def _bench(args) -> int:
         raise SystemExit(f"offrl bench: --{error}") from None
     except ConfigError as error:
         raise SystemExit(f"offrl bench: {error}") from None
+    updates = {name: (exact["train"][name]["num_updates"] if exact else
+                      args.updates or run_profile.train_for(name).num_updates) for name in algos}
+    note = smoke_note(profile, updates)
+    if note:
+        _open_summary_with(Path(out) / "summary.md", note)
     return 0
+
+
+def _open_summary_with(path: Path, note: str) -> None:
+    from offrl_jax.results.report import write_text_atomic
+
+    if path.exists():
+        write_text_atomic(path, note + path.read_text())
 
 
 def _connect_ray(args):
@@ -219,6 +303,9 @@ def _evaluate(args) -> int:
     from offrl_jax.algorithms.base import ConfigError
     from offrl_jax.training.reevaluate import reevaluate
 
+    problem = _count(args.episodes, "--episodes") or _count(args.seed, "--seed", minimum=0)
+    if problem:
+        raise SystemExit(f"offrl evaluate: {problem}")
     try:
         reevaluate(args.run_dir, args.out, args.episodes, args.backend, args.seed)
     except (ConfigError, FileNotFoundError) as error:

@@ -154,10 +154,10 @@ RUN_PROFILES = {
                         # All nine (None): the five of the first quick table took 7.7 min
                         # on 2 cores, and the four ensemble methods share one model fit.
                         default_algorithms=None),
-    # validate: the reproduction report (make validate), a multi-session CPU job. Full-size
+    # validate: the reproduction report (make validate), a resumable CPU job of hours. Full-size
     # networks and models; 200k updates for the cheap algorithms (5 seeds), fewer for the
     # costly ones (3 seeds: make validate runs them as a second invocation), each figure what
-    # its share of the budget buys at the 2-core rates of benchmarks/; README "Validation".
+    # its share of the budget buys at the 2-core rates of benchmarks/; docs/validation.md.
     "validate": RunProfile(
         "validate", TrainConfig(num_updates=200_000, eval_every=10_000, eval_episodes=10),
         "validate", ("hopper-medium-replay", "hopper-medium-expert"), 5,
