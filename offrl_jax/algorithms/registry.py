@@ -12,8 +12,8 @@ import importlib
 
 from offrl_jax.algorithms.base import Algorithm, Registration
 
-_MODULES = ("armor", "atac", "bc", "combo", "cql", "edac", "iql", "mobile", "mopo", "morel",
-            "rambo", "rebrac", "sacn", "td3bc")
+_MODULES = ("armor", "atac", "bc", "bc10", "combo", "cql", "edac", "iql", "mobile", "mopo",
+            "morel", "rambo", "rebrac", "sacn", "td3bc")
 
 ALGORITHMS: dict[str, Registration] = {}
 for _name in _MODULES:
