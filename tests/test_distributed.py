@@ -262,7 +262,7 @@ def test_ray_cells_equal_a_local_run(local_run, toy_task, tmp_path):
     """BC and IQL as two Ray tasks on a local Ray instance (2 CPUs, so both run at once, each
     in a worker process of its own): the same files and bit-identical records as the local
     run. Bit identity across processes holds because each worker compiles the same programs
-    with the same XLA on the same CPU (README, "What the tests guarantee"); measured so."""
+    with the same XLA on the same CPU (docs/reproducibility.md); measured so."""
     out = tmp_path / "ray"
     driver = _ray_run(toy_task, out, ["bc", "iql"], SCHEDULE)
     info = json.loads((out / "run.json").read_text())

@@ -154,7 +154,7 @@ def test_vmapped_seeds_differ_and_each_depends_only_on_its_own_key(linear_data):
     """Swapping the two keys swaps the two trained ensembles bit for bit: the same compiled
     program runs every row through the same instructions, so nothing but a leak between seeds
     could change a row. (A 1-seed program is another compilation whose float32 rounding drifts
-    over 300 epochs; see README, "What the tests guarantee".)"""
+    over 300 epochs; see docs/reproducibility.md.)"""
     keys = jax.random.split(jax.random.key(42), 2)
     # train_ensemble itself is vmappable with the data shared (train_ensembles is this call).
     train = jax.vmap(train_ensemble, in_axes=(0, None, None, None, None, None))

@@ -315,7 +315,7 @@ def test_each_vmapped_seed_depends_only_on_its_own_key(mopo_run, broad):
     a 1-row program instead would compare two different compilations, whose float32 roundings
     differ by ~1e-7 in the first update and grow without bound over a training run (Adam turns
     a rounding-sized gradient into a full-sized step when that gradient is near zero), so no
-    tolerance would hold on every processor; see README, "What the tests guarantee"."""
+    tolerance would hold on every processor; see docs/reproducibility.md."""
     data, _ = broad
     together = mopo_run["states"][1]
     for i in (1, 3):

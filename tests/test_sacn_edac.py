@@ -254,7 +254,7 @@ def test_diversity_term_lowers_the_critics_gradient_similarity(sacn_run, edac_ru
 
 def test_each_vmapped_seed_depends_only_on_its_own_key(sacn_run, bandit):
     """A seed's row of the 2-seed program is bit-identical when the other row is replaced by a
-    copy of it (the same compiled program: see README, "What the tests guarantee")."""
+    copy of it (the same compiled program: see docs/reproducibility.md)."""
     data, _ = bandit
     after_one = sacn_run["states"][0]
     for i in range(len(SACN_SEEDS)):
@@ -273,8 +273,8 @@ def test_each_vmapped_seed_depends_only_on_its_own_key(sacn_run, bandit):
 def test_vmapped_seeds_equal_one_by_one_runs_over_a_few_updates(sacn_run, bandit,
                                                                    single_updates):
     """Five updates of each seed alone (its own compiled 1-seed program) against the same seeds
-    vmapped: two compilations of one computation, so equal up to float32 rounding (README,
-    "What the tests guarantee"). They start about 6e-8 relative apart and five Adam steps of
+    vmapped: two compilations of one computation, so equal up to float32 rounding
+    (docs/reproducibility.md). They start about 6e-8 relative apart and five Adam steps of
     lr = 1e-3 keep that near 1e-7 (measured: 6e-8 and 1.2e-7, AMD EPYC); 2e-5 is 100x that and
     50x below one step, and a seed trained on another key or batch would be whole steps away."""
     data, _ = bandit

@@ -34,7 +34,7 @@ def leaves_equal(a, b):
 def test_each_vmapped_seed_depends_only_on_its_own_seed(toy_hopper_dataset):
     """Seeds [3, 7] and [7, 3]: each seed's row is bit-identical in both orders. Both runs are
     the same compiled program on same-shaped arrays, so this holds on any processor; a 1-seed
-    program is another compilation (see README, "What the tests guarantee")."""
+    program is another compilation (see docs/reproducibility.md)."""
     algo, config = tiny_bc()
     together = Trainer(algo, config, toy_hopper_dataset, HOPPER, [3, 7], TRAIN).run()
     swapped = Trainer(algo, config, toy_hopper_dataset, HOPPER, [7, 3], TRAIN).run()
