@@ -118,21 +118,47 @@ def is_complete(path: Path, recipe: dict) -> bool:
     return meta.get("checksum") == arrays_checksum(dataset.to_numpy())
 
 
-def dataset_statistics(env: str, arrays) -> dict:
-    """Transitions, episodes, mean +- std of the episodes' normalized returns, mean +- std of
-    their lengths (every episode counts, including one cut by the size budget). ``arrays``: a
-    :class:`Dataset` or a mapping with ``rewards`` and ``episode_ids`` (or the flags they come
-    from)."""
+def _episodes(env: str, arrays) -> tuple[np.ndarray, np.ndarray]:
+    """``(normalized returns, lengths)`` of every episode of ``arrays`` (see
+    :func:`dataset_statistics`), ``(episodes,)`` each."""
     if isinstance(arrays, Mapping):
         ids = arrays.get("episode_ids")
         if ids is None:
             ids = derive_episode_ids(arrays["terminals"], arrays["timeouts"])
         arrays = SimpleNamespace(rewards=arrays["rewards"], episode_ids=ids)
-    normalized = normalized_score(env, episode_returns(arrays))
-    lengths = episode_lengths(arrays)
+    return normalized_score(env, episode_returns(arrays)), episode_lengths(arrays)
+
+
+def dataset_statistics(env: str, arrays) -> dict:
+    """Transitions, episodes, mean +- std of the episodes' normalized returns, mean +- std of
+    their lengths (every episode counts, including one cut by the size budget). ``arrays``: a
+    :class:`Dataset` or a mapping with ``rewards`` and ``episode_ids`` (or the flags they come
+    from). These are what a generated file's metadata records and what the reference check
+    compares: a key added here changes every regenerated file's bytes (their sha256)."""
+    normalized, lengths = _episodes(env, arrays)
     return {"transitions": int(lengths.sum()), "episodes": int(lengths.size),
             "normalized_mean": float(normalized.mean()), "normalized_std": float(normalized.std()),
             "length_mean": float(lengths.mean()), "length_std": float(lengths.std())}
+
+
+# The best tenth of the episodes, as 10%BC keeps them (offrl_jax.algorithms.bc10), and the
+# normalized return above which an episode counts as expert-level.
+TOP_FRACTION = 0.1
+EXPERT_LEVEL = 90.0
+
+
+def return_statistics(env: str, arrays) -> dict:
+    """How good the dataset's best episodes are, normalized as :func:`dataset_statistics`
+    (every episode counts): ``normalized_max``, the best episode's return;
+    ``normalized_top_decile_mean``, the mean return of the best ``max(1, floor(0.1 x
+    episodes))`` episodes (the ones 10%BC clones); ``share_above_90``, the fraction of
+    transitions that belong to episodes scoring above 90. Computed on demand (``offrl data
+    stats``), not stored in generated files."""
+    normalized, lengths = _episodes(env, arrays)
+    best = np.sort(normalized)[::-1][:max(1, int(TOP_FRACTION * normalized.size))]
+    return {"normalized_max": float(normalized.max()),
+            "normalized_top_decile_mean": float(best.mean()),
+            "share_above_90": float(lengths[normalized > EXPERT_LEVEL].sum() / lengths.sum())}
 
 
 def compare_statistics(found: dict, reference: dict, sigmas: float = 4.0) -> list[str]:
