@@ -184,6 +184,12 @@ def compare_statistics(found: dict, reference: dict, sigmas: float = 4.0) -> lis
     return problems
 
 
+def reference_check_text(reference: dict | None, problems: list[str]) -> str:
+    """The reference check's outcome in words: ``no reference``, ``matches`` or the problems
+    :func:`compare_statistics` found."""
+    return "no reference" if reference is None else "; ".join(problems) or "matches"
+
+
 def reference_statistics(env: str, kind: str, profile: GenerationProfile) -> dict | None:
     """The shipped reference statistics of this dataset (None when none were recorded)."""
     if data_source(env, profile) != "shipped":
@@ -339,8 +345,8 @@ def generate_env_datasets(env: str, profile: str | GenerationProfile = "quick", 
             "policy": policy,
             "behaviour": behaviour,
             "statistics": stats,
-            "reference_check": ("no reference" if reference is None
-                                else "; ".join(problems) or "matches"),
+            "reference_check": (reference_check_text(reference, problems)
+                                if profile.metadata_records_check else "no reference"),
             "checksum": arrays_checksum(arrays),
         }
         write_d4rl_hdf5(paths[kind], arrays, metadata=meta)

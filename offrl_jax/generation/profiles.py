@@ -27,6 +27,9 @@ class GenerationProfile:
     sac: sac.Config = sac.Config()
     batch_size: int = 256            # behaviour SAC minibatch
     replay_scale: float | None = None  # medium-replay's schedule scale; None: dataset_size / 1M
+    # Whether a generated file's metadata records the reference check's outcome
+    # (``reference_check``); the check itself always runs, and a mismatch is an error.
+    metadata_records_check: bool = True
 
     def steps_for(self, env: str) -> int:
         try:
@@ -53,12 +56,20 @@ PROFILES = {
         dataset_size=200_000, collect_envs=10),
     # The reproduction report's data (offrl bench --profile validate): 200k rows per policy
     # (medium-expert 400k) and medium-replay's whole schedule (hopper 240k), the sizes it asks for.
+    # Its files were published (their sha256 in results/validate/README.md) before its reference
+    # statistics were recorded, saying "no reference"; they keep saying it, so a regenerated
+    # file has the published bytes, while the check against the manifest's
+    # reference_stats.validate runs as for quick and full. A dataset without a reference (today
+    # walker2d's and halfcheetah's medium-replay) gets one, once its seed-0 file is made, from
+    # `offrl data generate --env ENV --profile validate --kinds medium-replay
+    # --record-reference`, which reads the statistics the file's metadata records.
     "validate": GenerationProfile(
         name="validate",
         train_steps={"halfcheetah": 60_000, "hopper": 60_000, "walker2d": 60_000,
                      "ant": 60_000},
         start_steps=5_000, segment_steps=1_000, eval_every_segments=4, eval_episodes=4,
-        dataset_size=200_000, collect_envs=10, replay_scale=1.0),
+        dataset_size=200_000, collect_envs=10, replay_scale=1.0,
+        metadata_records_check=False),
     "full": GenerationProfile(
         name="full",
         train_steps={env: 1_000_000 for env in ("halfcheetah", "hopper", "walker2d", "ant")},
