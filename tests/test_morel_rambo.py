@@ -8,10 +8,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from bandit import BANDIT_SPEC, bandit_dataset, compiled_program, regret, train_rows
+from hand_made import hand_made_ensemble, swish
 
 from offrl_jax.algorithms import bc, morel, rambo
+from offrl_jax.data import Dataset
 from offrl_jax.models import predict, uncertainty_penalties
 from offrl_jax.models.buffer import Transitions
+from offrl_jax.tasks import get_env_spec
 
 # A short run: the temperature must fall within it.
 SMALL = {"dynamics.members": 3, "dynamics.elites": 2, "dynamics.hidden_dims": (64, 64),
@@ -21,6 +24,7 @@ SMALL = {"dynamics.members": 3, "dynamics.elites": 2, "dynamics.hidden_dims": (6
          "agent.hidden_dims": (64, 64), "batch_size": 128, "agent.actor_lr": 1e-3,
          "agent.alpha_lr": 3e-3}
 EVAL_EVERY, INTERVALS = 100, 15
+HOPPER = get_env_spec("hopper")
 
 
 @pytest.fixture(scope="module")
@@ -37,13 +41,63 @@ def test_halt_unknown_known_answer():
     transitions = Transitions(
         observations=jnp.zeros((horizon, starts, 2)), actions=jnp.zeros((horizon, starts, 1)),
         rewards=jnp.ones((horizon, starts)), next_observations=jnp.zeros((horizon, starts, 2)),
-        terminals=jnp.zeros((horizon, starts)), penalties=penalties)
+        terminals=jnp.zeros((horizon, starts)).at[1, 1].set(1.0), penalties=penalties)
     valid = jnp.ones((horizon, starts), bool).at[3, 0].set(False)
     out, kept = morel.halt_unknown(transitions, valid, threshold=0.5, truncate_reward=-100.0)
     np.testing.assert_array_equal(kept, [[1, 1, 1], [1, 1, 0], [1, 0, 0], [0, 0, 0]])
-    np.testing.assert_array_equal(out.terminals, [[0, 0, 1], [0, 1, 0], [1, 0, 0], [0, 0, 0]])
+    # A halt truncates (official mjrl bootstraps through it): the halting transitions stay
+    # non-terminal; a termination (rollout 1 falls where it halts) is kept as it was.
+    np.testing.assert_array_equal(out.terminals, [[0, 0, 0], [0, 1, 0], [0, 0, 0], [0, 0, 0]])
     np.testing.assert_array_equal(out.rewards, [[1, 1, -99], [1, -99, 1], [-99, 1, 1],
                                                 [1, 1, 1]])
+    # One halt per rollout among 6 kept transitions.
+    halt_rate, halted_rollouts = morel.halt_statistics(out, kept, 0.5, starts)
+    assert (float(halt_rate), float(halted_rollouts)) == pytest.approx((0.5, 1.0))
+
+
+def test_halt_rate_on_a_hand_made_ensemble():
+    """Members agree on s[0], which grows by 1 a step from 0, and disagree on the other dims in
+    proportion to swish(s[0]): with the threshold between the disagreements at s[0] = 1 and
+    s[0] = 2, every rollout halts at its third transition (1 of 3 kept transitions halted),
+    which stays non-terminal with the truncate reward, whatever the policy does."""
+    obs_dim, act_dim, members, horizon = HOPPER.obs_dim, HOPPER.act_dim, 3, 5
+    bias = np.zeros((members, obs_dim + 1), np.float32)
+    bias[:, 0] = 1.0            # s[0] grows by one a step in every member
+    bias[:, obs_dim] = 0.5      # reward 0.5 a step
+    gain = np.zeros_like(bias)
+    gain[:, 1] = [0.0, 1.0, 3.0]  # disagreement 3 swish(s[0]) (members 0 and 2)
+    ensemble = hand_made_ensemble(obs_dim, act_dim, bias, gain, elites=[0, 1, 2])
+    starts = 40
+    zeros = np.zeros(starts, np.float32)
+    data = Dataset.from_arrays(
+        observations=np.zeros((starts, obs_dim), np.float32),
+        actions=np.zeros((starts, act_dim), np.float32), rewards=zeros,
+        next_observations=np.zeros((starts, obs_dim), np.float32), terminals=zeros,
+        timeouts=zeros)
+    config = morel.ALGORITHM.make_config(overrides={
+        "agent.hidden_dims": (16,), "rollouts.batch_size": starts, "rollouts.horizon": horizon,
+        "rollouts.chunk_size": 0, "batch_size": 8, "truncate_reward": -10.0})
+    spec = dataclasses.replace(HOPPER, termination_fn=lambda o: jnp.zeros(o.shape[:-1], bool))
+    algorithm = morel.ALGORITHM.make(config, spec)
+    state = morel.MOReLState(
+        jax.jit(algorithm.agent.init)(jax.random.PRNGKey(0)), ensemble, algorithm.rollouts.init(),
+        jnp.float32(3 * (swish(1.0) + swish(2.0)) / 2), jnp.float32(-10.0), jnp.float32(0.0),
+        jnp.float32(0.0))
+    refreshed = jax.jit(algorithm.refresh)(state, data, jax.random.PRNGKey(1))
+    _, metrics = jax.jit(algorithm.update)(refreshed, data, jax.random.PRNGKey(2))
+    assert float(metrics["halt_rate"]) == pytest.approx(1 / 3)
+    assert float(metrics["halted_rollouts"]) == pytest.approx(1.0)
+    assert float(metrics["rollout_length"]) == pytest.approx(3.0)
+    mean_disagreement = 3 * (swish(0.0) + swish(1.0) + swish(2.0)) / 3
+    assert float(metrics["disagreement_over_threshold"]) == pytest.approx(
+        mean_disagreement / float(state.threshold), rel=1e-4)
+    buffer = refreshed.rollouts.buffer
+    stored = jax.tree_util.tree_map(lambda x: np.asarray(x[:int(buffer.size)]), buffer.data)
+    halted = stored.observations[:, 0] > 1.5
+    assert halted.sum() == starts
+    np.testing.assert_array_equal(stored.terminals, 0.0)
+    np.testing.assert_allclose(stored.rewards[halted], 0.5 - 10.0, rtol=1e-5)
+    np.testing.assert_allclose(stored.rewards[~halted], 0.5, rtol=1e-5)
 
 
 def test_morel_disagreement_compares_next_states_only():
@@ -93,12 +147,15 @@ def test_morel_rollouts_beyond_the_threshold_halt_with_the_penalty(bandit):
     stored = jax.tree_util.tree_map(lambda x: np.asarray(x[:size]), buffer.data)
     halted = stored.penalties > float(state.threshold)
     assert halted.any() and (~halted).any()
-    np.testing.assert_array_equal(stored.terminals[halted], 1.0)
+    np.testing.assert_array_equal(stored.terminals[halted], 0.0)
     # Halting steps keep the model's reward (about -4 to 0 here) plus the truncate reward.
     assert (stored.rewards[halted] < -90).all() and (stored.rewards[halted] > -110).all()
     assert (stored.rewards[~halted] > -20).all()
     # Rollouts are cut at their halt: fewer than starts x horizon rows were stored.
     assert size < config.rollouts.batch_size * config.rollouts.horizon
+    assert float(refreshed.halt_rate) == pytest.approx(halted.sum() / size)
+    assert float(refreshed.halted_rollouts) == pytest.approx(
+        halted.sum() / config.rollouts.batch_size)
 
 
 def test_rambo_adversarial_step_lowers_model_values_within_likelihood_bound(bandit):

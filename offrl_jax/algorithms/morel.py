@@ -7,8 +7,12 @@
    members' predicted next states for the SAME (s, a), the ``pairwise_max_state`` uncertainty
    (``docs/algorithms.md#pitfall-3``) (:meth:`MOReL.init`);
 2. the pessimistic MDP: in a model rollout, the first transition whose disagreement exceeds the
-   threshold HALTs it: it becomes terminal, its reward plus ``truncate_reward``, and nothing
-   after it is kept (:func:`halt_unknown`);
+   threshold HALTs it: the rollout is truncated there, as in the official code. The halting
+   transition is kept with its reward plus ``truncate_reward`` and is NOT made terminal (the
+   critic bootstraps through it, as official MOReL's NPG bootstraps a truncated path with its
+   value baseline); nothing after it is kept (:func:`halt_unknown`). The halt rate and the
+   rollouts' disagreement against the threshold are logged with every update
+   (:func:`halt_statistics`);
 3. plan in the pessimistic MDP: every ``rollouts.refresh_every`` updates, rollouts of the current
    policy in it fill the buffer (:meth:`MOReL.refresh`); one SAC step per update on model rows (and
    ``real_ratio`` of dataset rows, 0 as in the paper, whose policy is trained only in the
@@ -56,11 +60,16 @@ class MOReLConfig:
 
 @flax.struct.dataclass
 class MOReLState:
+    """``halt_rate``: the halting transitions' share of the last refresh's stored transitions;
+    ``halted_rollouts``: the share of its rollouts that halted."""
+
     agent: sac.State
     model: EnsembleState
     rollouts: rollouts.State
     threshold: jax.Array        # () disagreement above which a state is unknown
     truncate_reward: jax.Array  # () added to the reward of the halting transition
+    halt_rate: jax.Array        # () float32
+    halted_rollouts: jax.Array  # () float32
 
 
 def max_dataset_disagreement(ensemble, dataset, chunk: int) -> jax.Array:
@@ -78,17 +87,27 @@ def max_dataset_disagreement(ensemble, dataset, chunk: int) -> jax.Array:
 
 
 def halt_unknown(transitions: Transitions, valid, threshold, truncate_reward):
-    """Step 2: make each rollout's first unknown transition a terminal whose reward is raised by
-    ``truncate_reward``, and drop what follows it. Leaves and ``valid`` are ``(horizon,
-    starts, ...)``."""
+    """Step 2: truncate each rollout at its first unknown transition, whose reward is raised by
+    ``truncate_reward``, and drop what follows it. The halting transition keeps its terminal
+    flag (the task's termination function's, usually 0): a halt is a truncation, not an end
+    of the episode. Leaves and ``valid`` are ``(horizon, starts, ...)``."""
     unknown = valid & (transitions.penalties > threshold)
     seen = jnp.cumsum(unknown, axis=0)
     first = unknown & (seen == 1)
     valid = valid & ((seen - unknown) == 0)
     transitions = transitions.replace(
-        rewards=jnp.where(first, transitions.rewards + truncate_reward, transitions.rewards),
-        terminals=jnp.where(first, 1.0, transitions.terminals))
+        rewards=jnp.where(first, transitions.rewards + truncate_reward, transitions.rewards))
     return transitions, valid
+
+
+def halt_statistics(transitions: Transitions, valid, threshold, num_starts: int):
+    """``(halt_rate, halted_rollouts)`` of one refresh's rows after :func:`halt_unknown`
+    (leaves ``(..., horizon, starts)``): the halting transitions are the kept ones above the
+    threshold, one per halted rollout. ``halt_rate`` is their share of the kept transitions,
+    ``halted_rollouts`` their number over ``num_starts``."""
+    halted = jnp.sum(valid & (transitions.penalties > threshold), dtype=jnp.float32)
+    kept = jnp.maximum(jnp.sum(valid, dtype=jnp.float32), 1.0)
+    return halted / kept, halted / num_starts
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,19 +128,24 @@ class MOReL(dynamics.SharedModel, Algorithm):
         model = dynamics.fit_or_take(key, self.spec, dataset, config.dynamics, pretrained)
         _, agent_key = jax.random.split(key)
         disagreement = max_dataset_disagreement(model, dataset, config.threshold_chunk)
+        zero = jnp.zeros((), jnp.float32)
         return MOReLState(self.agent.init(agent_key), model, self.rollouts.init(),
                           disagreement / config.pessimism_coef,
-                          jnp.asarray(config.truncate_reward, jnp.float32))
+                          jnp.asarray(config.truncate_reward, jnp.float32), zero, zero)
 
     def refresh(self, state: MOReLState, dataset, key) -> MOReLState:
-        """Step 3: rollouts in the pessimistic MDP into the buffer (``rollout_length`` in the
-        metrics shows how early unknown states halt them)."""
+        """Step 3: rollouts in the pessimistic MDP into the buffer, and their halt
+        statistics."""
         def transform(transitions, valid):
             return halt_unknown(transitions, valid, state.threshold, state.truncate_reward)
 
-        return state.replace(rollouts=self.rollouts.refresh(
+        rollout_state, transitions, valid = self.rollouts.refresh_rows(
             state.rollouts, state.model, dataset, key, self.agent.policy_fn(state.agent),
-            transform))
+            transform)
+        halt_rate, halted_rollouts = halt_statistics(transitions, valid, state.threshold,
+                                                     self.config.rollouts.batch_size)
+        return state.replace(rollouts=rollout_state, halt_rate=halt_rate,
+                             halted_rollouts=halted_rollouts)
 
     def update(self, state: MOReLState, dataset, key):
         """Step 3: one SAC step on pessimistic-MDP rows (and ``real_ratio`` dataset rows)."""
@@ -131,9 +155,13 @@ class MOReL(dynamics.SharedModel, Algorithm):
             state.rollouts, dataset, batch_key, config.batch_size, config.real_ratio)
         agent, metrics = self.agent.update(state.agent, rollouts.concatenate(real, model_rows),
                                            agent_key)
+        halting = {"halt_threshold": state.threshold, "halt_rate": state.halt_rate,
+                   "halted_rollouts": state.halted_rollouts,
+                   # the last refresh's mean disagreement (its kept rows) over the threshold
+                   "disagreement_over_threshold":
+                       state.rollouts.rollout_uncertainty / state.threshold}
         return state.replace(agent=agent), {**metrics, **batch_metrics,
-                                            **rollouts.metrics(state.rollouts),
-                                            "halt_threshold": state.threshold}
+                                            **rollouts.metrics(state.rollouts), **halting}
 
     def act(self, state: MOReLState, obs, key, deterministic: bool = True):
         return self.agent.act(state.agent, obs, key, deterministic)

@@ -128,7 +128,17 @@ class Rollouts:
     def refresh(self, state: State, model: EnsembleState, dataset, key, policy_fn,
                 transform: Callable | None = None) -> State:
         """One rollout of ``config.batch_size`` x ``config.horizon`` in ``model`` into the
-        buffer.
+        buffer (:meth:`refresh_rows` without the rows)."""
+        return self.refresh_rows(state, model, dataset, key, policy_fn, transform)[0]
+
+    def refresh_rows(self, state: State, model: EnsembleState, dataset, key, policy_fn,
+                     transform: Callable | None = None
+                     ) -> tuple[State, Transitions, jax.Array]:
+        """One rollout of ``config.batch_size`` x ``config.horizon`` in ``model`` into the
+        buffer; returns ``(state, transitions, valid)``, the new state and the rows it offered
+        the buffer (leaves ``(chunks, horizon, chunk, ...)``, ``valid`` ``(chunks, horizon,
+        chunk)``, padding starts already masked out), for an algorithm's own statistics of a
+        refresh.
 
         ``policy_fn(key, obs (n, obs_dim)) -> actions (n, act_dim)`` is the current stochastic
         policy. Start states are drawn uniformly (with replacement) from the dataset.
@@ -173,7 +183,7 @@ class Rollouts:
             rows_added=state.rows_added + num_valid,
             rollout_length=num_valid.astype(jnp.float32) / num_starts,
             rollout_uncertainty=uncertainty,
-        )
+        ), transitions, valid
 
 
 def num_real(batch_size: int, real_ratio: float) -> int:
