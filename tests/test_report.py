@@ -28,7 +28,7 @@ def test_summary_rows_have_the_known_final_and_last10_scores():
     by_task = {r["task"]: r for r in rows}
     row = by_task["hopper-medium"]
     assert row["final_mean"] == pytest.approx(30.0)
-    assert row["final_std"] == pytest.approx(10.0)
+    assert row["final_std"] == pytest.approx(np.sqrt(200.0))  # sample std of 20 and 40
     assert row["last10_mean"] == pytest.approx(np.mean([11.0, 31.0]))
     assert (row["seeds"], row["failed_seeds"]) == (2, 0)
     assert row["final_ci_low"] <= row["final_iqm"] <= row["final_ci_high"]
@@ -50,7 +50,7 @@ def test_summary_names_the_commit_and_local_changes(modified):
     rows = summarize(records("bc", "hopper-medium", {0: [5.0], 1: [7.0]}))
     text = summary_markdown(rows, {"profile": "tiny", "device": "cpu (cpu)", "device_count": 1,
                                    "commit": "abc123", "code_modified_since_commit": modified})
-    assert "| bc | hopper-medium | 6.0 ± 1.0 |" in text
+    assert "| bc | hopper-medium | 6.0 ± 1.4 |" in text  # sample std of 5 and 7
     assert ("commit abc123 with local changes." in text) == modified
     assert ("commit abc123." in text) == (not modified)
 

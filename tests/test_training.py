@@ -210,7 +210,7 @@ def test_tiny_sweep_table_matches_records(toy_hopper_dataset, tmp_path):
                            if r["algorithm"] == algo and r["seed"] == s]) for s in (0, 1)]
         row = next(r for r in rows if r["algorithm"] == algo and r["task"] == "toy-hopper")
         assert row["final_mean"] == pytest.approx(np.mean(final))
-        assert row["final_std"] == pytest.approx(np.std(final))
+        assert row["final_std"] == pytest.approx(np.std(final, ddof=1))
         assert row["last10_mean"] == pytest.approx(np.mean(last10))
         assert row["final_ci_low"] <= row["final_iqm"] <= row["final_ci_high"]
         assert row["seeds"] == 2 and row["failed_seeds"] == 0
@@ -223,7 +223,7 @@ def test_tiny_sweep_table_matches_records(toy_hopper_dataset, tmp_path):
     assert (tmp_path / "run" / "plots" / "curves_toy-hopper.png").exists()
     assert (tmp_path / "run" / "plots" / "performance_profile.png").stat().st_size > 1000
     # 2 evaluations and 2 seeds: "last-2", and every IQM marked as the mean.
-    assert "last-2 mean ± std" in table and "IQM cuts nothing" in table
+    assert "last-2 mean ± sample std" in table and "IQM cuts nothing" in table
     assert f"| {bc_row['final_iqm']:.1f}* [" in table
     improvement = (tmp_path / "run" / "probability_of_improvement.md").read_text()
     assert improvement.startswith("| P(row > column) | bc | iql |")

@@ -31,6 +31,7 @@ from offrl_jax.results.published import (
     published_score,
     reference_score,
 )
+from offrl_jax.results.settings import row_settings, sample_std
 from offrl_jax.results.stats import LAST_K, probability_of_improvement
 
 BASELINE = "bc"
@@ -57,9 +58,11 @@ def dataset_mean(run_info: dict, task: str) -> float | None:
     return None if value is None else float(value)
 
 
-def comparison_rows(records: list[dict], run_info: dict, last_k: int | None = None) -> list[dict]:
+def comparison_rows(records: list[dict], run_info: dict, last_k: int | None = None,
+                    settings: dict | None = None) -> list[dict]:
     """One dict per (task, algorithm label), tasks sorted, algorithms in label order; see the
-    module's docstring for the columns."""
+    module's docstring for the columns. ``settings``: :func:`~offrl_jax.results.settings.
+    run_settings` of the run (None: unknown)."""
     last_k = LAST_K if last_k is None else last_k
 
     curves: dict[tuple[str, str], dict[int, list[tuple[int, float]]]] = defaultdict(
@@ -88,13 +91,14 @@ def comparison_rows(records: list[dict], run_info: dict, last_k: int | None = No
                 "task": task, "algorithm": label, "seeds": len(seeds),
                 "updates": min(v[-1][0] for v in seeds.values()),
                 "planned": planned.get(algorithm_of[label]),
-                "final_mean": float(final.mean()), "final_std": float(final.std()),
+                "final_mean": float(final.mean()), "final_std": sample_std(final),
                 "last_mean": float(last.mean()),
                 "last_n": min(min(len(v), last_k) for v in seeds.values()),
                 "dataset_mean": dataset_mean(run_info, task),
                 "published": published_score(algorithm_of[label], task),
                 "reference": reference_score(algorithm_of[label], task),
                 "vs_bc": None, "p_over_bc": None,
+                "settings": row_settings(settings or {}, algorithm_of[label], [task]),
             }
             if base_final is not None and label != BASELINE:
                 row["vs_bc"] = float(final.mean() - base_final.mean())
@@ -120,10 +124,10 @@ def comparison_markdown(rows: list[dict], run_info: dict) -> str:
         lines += [f"### {task}", "",
                   f"Dataset mean (normalized return of its episodes): "
                   f"{'unknown' if mean is None else f'{mean:.1f}'}.", "",
-                  "| algorithm | seeds | updates | final (mean ± std) | last-N mean (N) "
+                  "| algorithm | seeds | updates | final (mean ± sample std) | last-N mean (N) "
                   "| final − BC | P(> BC) [95% CI] | final − dataset mean | published "
-                  "(D4RL, paper's budget) | public re-run (D4RL v2) |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+                  "(D4RL, paper's budget) | public re-run (D4RL v2) | settings |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in task_rows:
             p = r["p_over_bc"]
             vs_bc = "-" if r["vs_bc"] is None else f"{r['vs_bc']:+.1f}"
@@ -136,10 +140,11 @@ def comparison_markdown(rows: list[dict], run_info: dict) -> str:
                 f"| {r['algorithm']} | {r['seeds']} | {_updates(r)} "
                 f"| {r['final_mean']:.1f} ± {r['final_std']:.1f} "
                 f"| {r['last_mean']:.1f} ({r['last_n']}) | {vs_bc} | {p_text} | {vs_data} "
-                f"| {paper} | {rerun} |")
+                f"| {paper} | {rerun} | {r.get('settings', '-')} |")
         lines.append("")
     lines += [
-        "Normalized scores (0 = random, 100 = expert). final: the last evaluation of each seed; "
+        "Normalized scores (0 = random, 100 = expert). ±: the sample standard deviation over "
+        "seeds (ddof=1; nan for one seed). final: the last evaluation of each seed; "
         "last-N: the mean of each seed's last N evaluations (at most 10). updates: the last "
         "evaluated step, \"of\" the planned number where a cell stopped early. final − BC and "
         "P(> BC): against the BC rows of this table, on the same data (P: probability that a "
@@ -149,7 +154,11 @@ def comparison_markdown(rows: list[dict], run_info: dict) -> str:
         "(usually 1M updates or more) and seeds: a different experiment, shown for the order "
         "of magnitude, not a target this run must reach. public re-run: the same algorithm "
         "re-run by a public implementation on D4RL v2 at its own budget, read in its README "
-        "([source] below): a second, checked reference for the same order of magnitude.",
+        "([source] below): a second, checked reference for the same order of magnitude. "
+        "settings: where the row's run differs from the algorithm's reference settings (its "
+        "config defaults and task table, docs/algorithms.md) and from the full profile's "
+        "number of updates, from config.json (profile and --set overrides applied); "
+        "\"reference\": none differs; -: no config.json.",
     ]
     for title, column, sources in (("Published sources", "published", SOURCES),
                                    ("Re-run sources", "reference", REFERENCE_SOURCES)):

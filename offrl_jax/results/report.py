@@ -32,6 +32,7 @@ import numpy as np
 from offrl_jax.data._io import atomic_output
 from offrl_jax.results.compare import comparison_markdown, comparison_rows
 from offrl_jax.results.labels import cell_name, commit_note, format_value, run_label
+from offrl_jax.results.settings import row_settings, run_settings, sample_std
 from offrl_jax.results.stats import (
     LAST_K,
     aggregate,
@@ -242,7 +243,7 @@ def summarize(records: list[dict]) -> list[dict]:
                 values = np.concatenate(per_task)
                 stats = aggregate(per_task)
                 row.update({f"{which}_mean": float(values.mean()),
-                            f"{which}_std": float(values.std()),
+                            f"{which}_std": sample_std(values),
                             f"{which}_iqm": stats["iqm"][0],
                             f"{which}_ci_low": stats["iqm"][1],
                             f"{which}_ci_high": stats["iqm"][2]})
@@ -263,9 +264,10 @@ def summary_markdown(rows: list[dict], run_info: dict) -> str:
     last_n = sorted({r["last_n"] for r in rows})
     last = f"last-{last_n[0]}" if len(last_n) == 1 else "last-N"
     lines = [
-        f"| algorithm | task | final (mean ± std) | final IQM [95% CI] | final optimality gap "
-        f"[95% CI] | {last} mean ± std | {last} IQM [95% CI] | seeds | failed |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"| algorithm | task | final (mean ± sample std) | final IQM [95% CI] | final optimality "
+        f"gap [95% CI] | {last} mean ± sample std | {last} IQM [95% CI] | seeds | failed "
+        f"| settings |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         star = "*" if r.get("iqm_is_mean") else ""
@@ -278,20 +280,24 @@ def summary_markdown(rows: list[dict], run_info: dict) -> str:
             f"| {r['last10_mean']:.1f} ± {r['last10_std']:.1f}{n} "
             f"| {r['last10_iqm']:.1f}{star} [{r['last10_ci_low']:.1f}, "
             f"{r['last10_ci_high']:.1f}] "
-            f"| {r['seeds']} | {r['failed_seeds']} |")
+            f"| {r['seeds']} | {r['failed_seeds']} | {r.get('settings', '-')} |")
     versions = ", ".join(f"{k} {v}" for k, v in run_info.get("versions", {}).items())
     data = "; ".join(f"{task}: {_describe_data(info)}"
                      for task, info in run_info.get("data", {}).items()) or "see run.json"
     lines += [
         "",
-        f"Normalized D4RL scores (0 = random, 100 = expert). final: last evaluation; {last}: "
+        f"Normalized D4RL scores (0 = random, 100 = expert). ±: the sample standard deviation "
+        f"over seeds (ddof=1; nan for one seed). final: last evaluation; {last}: "
         f"mean of the last {last_n[0] if len(last_n) == 1 else 'N (given per row)'} "
         f"evaluations per seed (at most {LAST_K}). IQM, optimality gap (mean shortfall below "
         f"100) and 95% CIs: rliable's definitions, stratified bootstrap over runs within tasks "
         f"(50,000 resamples). *: fewer than 4 runs, so the IQM cuts nothing and equals the mean. "
         f"failed: seeds whose losses turned non-finite; they stay in every aggregate, scored "
         f"with their last finite parameters. Probability of improvement between every pair of "
-        f"algorithms: probability_of_improvement.md; performance profiles: plots/.",
+        f"algorithms: probability_of_improvement.md; performance profiles: plots/. settings: "
+        f"where the row's run differs from the algorithm's reference settings (config "
+        f"defaults and task table, docs/algorithms.md) and from the full profile's number of "
+        f"updates, read from config.json; \"reference\": none differs; -: no config.json.",
         *(["ALGO[LEAF=VALUE]: a hyperparameter sweep's point, the algorithm with its state leaf "
            "LEAF set to VALUE after init (offrl bench --sweep)."]
           if any("[" in r["algorithm"] for r in rows) else []),
@@ -345,12 +351,19 @@ def write_summary(run_dir: Path) -> list[dict]:
     run_info = json.loads((run_dir / "run.json").read_text())
     records = load_records(run_dir)
     rows = summarize(records)
+    settings = run_settings(run_dir, run_info)
+    algorithm_of = {label: algo for label, (algo, _) in _labels_in_order(records).items()}
+    for row in rows:
+        tasks = ([row["task"]] if row["task"] != "all tasks" else
+                 sorted({r["task"] for r in records if run_label(r) == row["algorithm"]}))
+        row["settings"] = row_settings(settings, algorithm_of[row["algorithm"]], tasks)
     write_text_atomic(run_dir / "summary.md", summary_markdown(rows, run_info))
     write_text_atomic(run_dir / "summary.csv", summary_csv(rows))
     write_text_atomic(run_dir / "probability_of_improvement.md",
                       improvement_markdown(records))
     write_text_atomic(run_dir / "comparison.md",
-                      comparison_markdown(comparison_rows(records, run_info), run_info))
+                      comparison_markdown(comparison_rows(records, run_info,
+                                                          settings=settings), run_info))
     write_plots(run_dir, records, rows)
     return rows
 
