@@ -9,6 +9,7 @@ vmapped) and its run.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import chex
@@ -17,10 +18,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from bandit import BANDIT_SPEC, bandit_dataset, compiled_program, regret, train_rows
+from hand_made import hand_made_ensemble, predicted
 
 from offrl_jax.algorithms import bc, mobile, mopo
 from offrl_jax.data import load_task_dataset, write_d4rl_hdf5
-from offrl_jax.models import EnsembleConfig, init_ensemble
 from offrl_jax.models.buffer import Transitions
 from offrl_jax.models.store import ModelStore
 from offrl_jax.tasks import get_env_spec, parse_task_argument
@@ -100,35 +101,7 @@ def test_inconsistency_is_the_std_across_members_of_their_mean_targets():
 
 
 def _hand_made_ensemble(bias, gain, elites):
-    """An ensemble whose member i predicts ``[s' - s, r] = bias[i] + gain[i] * swish(s[0])``
-    (one hidden unit reading the first observation dim; identity input scaling) with a
-    negligible variance (std about 1e-13)."""
-    members = len(bias)
-    ensemble = init_ensemble(jax.random.PRNGKey(0), OBS, ACT, EnsembleConfig(
-        num_members=members, num_elites=len(elites), hidden_sizes=(1,),
-        weight_decays=(0.0, 0.0)))
-    out = OBS + 1
-    hidden_kernel = np.zeros((members, OBS + ACT, 1), np.float32)
-    hidden_kernel[:, 0, 0] = 1.0
-    output_kernel = np.zeros((members, 1, 2 * out), np.float32)
-    output_kernel[:, 0, :out] = gain
-    output_bias = np.full((members, 2 * out), -100.0, np.float32)  # raw log-variance
-    output_bias[:, :out] = bias
-    params = {"params": {
-        "hidden_0": {"kernel": hidden_kernel, "bias": np.zeros((members, 1), np.float32)},
-        "output": {"kernel": output_kernel, "bias": output_bias},
-        "max_logvar": np.full((members, out), 0.5, np.float32),
-        "min_logvar": np.full((members, out), -60.0, np.float32)}}
-    return ensemble.replace(params=jax.tree_util.tree_map(jnp.asarray, params),
-                            elite_indices=jnp.asarray(elites, jnp.int32))
-
-
-def _predicted(bias, gain, obs):
-    """What member i of :func:`_hand_made_ensemble` predicts: next states (M, B, obs) and
-    rewards (M, B)."""
-    swish = obs[:, 0] / (1.0 + np.exp(-obs[:, 0]))
-    out = bias[:, None, :] + gain[:, None, :] * swish[None, :, None]
-    return obs[None] + out[..., :OBS], out[..., OBS]
+    return hand_made_ensemble(OBS, ACT, bias, gain, elites)
 
 
 def test_bellman_targets_and_inconsistency_on_known_members_and_value():
@@ -149,7 +122,7 @@ def test_bellman_targets_and_inconsistency_on_known_members_and_value():
     targets = mobile.bellman_targets(ensemble, jax.random.PRNGKey(2), obs, act, value, gamma,
                                      samples)
     chex.assert_shape(targets, (samples, len(elites), 6))
-    next_obs, rewards = _predicted(bias[elites], gain[elites], obs)
+    next_obs, rewards = predicted(bias[elites], gain[elites], obs)
     expected = rewards + gamma * np.sum(next_obs ** 2, axis=-1)  # (elites, B)
     np.testing.assert_allclose(targets, np.broadcast_to(expected, targets.shape), rtol=1e-5)
     np.testing.assert_allclose(mobile.model_bellman_inconsistency(targets),
@@ -168,10 +141,20 @@ def test_bellman_targets_and_inconsistency_on_known_members_and_value():
     np.testing.assert_allclose(u, 0.0, atol=1e-4)
 
 
+def _action_blind(agent):
+    """``agent`` with target critics that ignore the action, so V(s') does not depend on the
+    policy's sampled actions."""
+    blind = jax.tree_util.tree_map(lambda p: p, agent.target_critic_params)
+    dense = blind["params"]["VmapMLP_0"]["Dense_0"]
+    dense["kernel"] = dense["kernel"].at[:, OBS:, :].set(0.0)
+    return agent.replace(target_critic_params=blind)
+
+
 def test_penalty_lowers_model_rewards_only_where_members_disagree():
     """Through the algorithm: members agree where s[0] = 0 and disagree elsewhere; V(s') is the
     agent's target critics at a policy action, made blind to the action so that it is known:
-    the reward gap is beta times the std across elites of r_i + gamma min_j Q'_j(s'_i)."""
+    the reward gap is beta times the std across elites of min_j Q'_j(s'_i) (the default, the
+    official code's), or of r_i + gamma min_j Q'_j(s'_i) with ``penalty_target="bellman"``."""
     rng = np.random.default_rng(2)
     bias = np.tile(rng.normal(size=(1, OBS + 1)).astype(np.float32), (3, 1))
     gain = rng.normal(size=(3, OBS + 1)).astype(np.float32)
@@ -180,11 +163,8 @@ def test_penalty_lowers_model_rewards_only_where_members_disagree():
     config = mobile.ALGORITHM.make_config(overrides={"agent.hidden_dims": (16,),
                                                      "num_samples": 2})
     algorithm = mobile.ALGORITHM.make(config, HOPPER)
-    agent = jax.jit(algorithm.agent.init)(jax.random.PRNGKey(0))
-    blind = jax.tree_util.tree_map(lambda p: p, agent.target_critic_params)
-    dense = blind["params"]["VmapMLP_0"]["Dense_0"]
-    dense["kernel"] = dense["kernel"].at[:, OBS:, :].set(0.0)
-    agent = agent.replace(target_critic_params=blind)
+    agent = _action_blind(jax.jit(algorithm.agent.init)(jax.random.PRNGKey(0)))
+    blind = agent.target_critic_params
     state = mobile.MOBILEState(agent, ensemble, algorithm.rollouts.init(), jnp.float32(2.5))
 
     obs = rng.normal(size=(8, OBS)).astype(np.float32)
@@ -198,11 +178,43 @@ def test_penalty_lowers_model_rewards_only_where_members_disagree():
     np.testing.assert_allclose(gap[:4], 0.0, atol=1e-4)
     assert (gap[4:] > 1e-2).all(), gap
 
-    next_obs, rewards = _predicted(bias, gain, obs)
+    # The default (the official code's): the std across elites of min_j Q'_j(s'_i) alone.
+    next_obs, rewards = predicted(bias, gain, obs)
     q = jax.jit(algorithm.agent.q)(blind, next_obs, np.zeros(next_obs.shape[:-1] + (ACT,)))
-    targets = rewards + config.agent.gamma * np.asarray(q.min(0))
-    np.testing.assert_allclose(gap, 2.5 * np.std(targets, axis=0, ddof=1), rtol=1e-3,
+    values = np.asarray(q.min(0))
+    np.testing.assert_allclose(gap, 2.5 * np.std(values, axis=0, ddof=1), rtol=1e-3,
                                atol=1e-4)
+    # "bellman": the std of r_i + gamma min_j Q'_j(s'_i).
+    bellman = mobile.ALGORITHM.make(dataclasses.replace(config, penalty_target="bellman"),
+                                    HOPPER)
+    u = jax.jit(bellman.inconsistency)(state, obs, act, jax.random.PRNGKey(1))
+    np.testing.assert_allclose(u, np.std(rewards + config.agent.gamma * values, axis=0, ddof=1),
+                               rtol=1e-3, atol=1e-4)
+
+
+def test_default_penalty_ignores_reward_disagreement():
+    """The official penalty (the default): members that predict the same next states but
+    different rewards give u = 0; the "bellman" variant's u is the std of their rewards (V(s')
+    made blind to the action, so that the same s' gives the same value)."""
+    rng = np.random.default_rng(3)
+    bias = np.tile(rng.normal(size=(1, OBS + 1)).astype(np.float32), (3, 1))
+    bias[:, OBS] = [-1.0, 0.0, 2.0]  # the reward output only
+    ensemble = _hand_made_ensemble(bias, np.zeros_like(bias), elites=[0, 1, 2])
+    assert mobile.MOBILEConfig().penalty_target == "next_value"
+    obs = rng.normal(size=(5, OBS)).astype(np.float32)
+    act = rng.uniform(-1, 1, size=(5, ACT)).astype(np.float32)
+    u = {}
+    for target in mobile.PENALTY_TARGETS:
+        config = mobile.ALGORITHM.make_config(overrides={"agent.hidden_dims": (16,),
+                                                         "num_samples": 2,
+                                                         "penalty_target": target})
+        algorithm = mobile.ALGORITHM.make(config, HOPPER)
+        agent = _action_blind(jax.jit(algorithm.agent.init)(jax.random.PRNGKey(0)))
+        state = mobile.MOBILEState(agent, ensemble, algorithm.rollouts.init(), jnp.float32(1.0))
+        u[target] = np.asarray(jax.jit(algorithm.inconsistency)(state, obs, act,
+                                                                jax.random.PRNGKey(1)))
+    np.testing.assert_allclose(u["next_value"], 0.0, atol=1e-5)
+    np.testing.assert_allclose(u["bellman"], np.std([-1.0, 0.0, 2.0], ddof=1), rtol=1e-4)
 
 
 # --- learning ---------------------------------------------------------------------------------
@@ -223,8 +235,12 @@ def test_losses_fall_and_the_learned_penalty_grows_off_the_data(mobile_run, broa
     assert (metrics[-1]["alpha"] < metrics[0]["alpha"]).all()
     assert all(np.isfinite(m["model_inconsistency"]).all() for m in metrics)
     # With the trained model and agent, u is several times larger in states the data never
-    # visits than in its own (s, a).
+    # visits than in its own (s, a). Every bandit step is terminal, so only the members'
+    # reward disagreement says anything here: the "bellman" variant's u, which counts it (the
+    # default's V(s') alone reads the critics off the data).
     algorithm, state = mobile_run["algorithm"], row(mobile_run["states"][-1], 0)
+    algorithm = mobile.ALGORITHM.make(
+        dataclasses.replace(algorithm.config, penalty_target="bellman"), BANDIT_SPEC)
     u = jax.jit(algorithm.inconsistency)
     seen = u(state, data.observations, data.actions, jax.random.PRNGKey(0))
     unseen = u(state, 4.0 * data.observations, data.actions, jax.random.PRNGKey(0))
@@ -233,9 +249,11 @@ def test_losses_fall_and_the_learned_penalty_grows_off_the_data(mobile_run, broa
 
 def test_penalty_coefficient_sweep_lowers_values_in_one_program(mobile_run, broad):
     """beta is a state leaf: the seeds run's compiled program trains a sweep as is. From the
-    same start and key, the rows differ only through beta; the larger one learns lower values."""
+    same start and key, the rows differ only through beta; the larger one learns lower values
+    (beta 16: on the bandit, whose steps all end, the default penalty's u, read off the critics
+    at the members' next states, is small)."""
     data, _ = broad
-    betas = [0.0, 4.0]
+    betas = [0.0, 16.0]
     start = broadcast_row(mobile_run["initial"], 0, len(betas))
     keys = jnp.stack([mobile_run["keys"][0]] * len(betas))
     states, metrics, _ = train_rows(mobile_run["interval"], start, data, keys, 2,

@@ -5,11 +5,13 @@
 2. every ``rollouts.refresh_every`` updates, roll the current stochastic policy out in the model
    into the buffer, raw model rewards, no penalty at rollout time (:meth:`MOBILE.refresh`);
 3. at every update, for each model row (s, a) of the minibatch: every elite draws
-   ``num_samples`` (s', r) from its Gaussian, each gives a Bellman target
-   ``r + gamma * V(s')`` with ``V(s') = min_j Q'_j(s', a')``, ``a' ~ pi(.|s')`` (target critics,
-   current policy, no entropy term) (:func:`bellman_targets`); the uncertainty u(s, a) is the
-   standard deviation across elites of each elite's mean target, the inconsistency of the
-   members' Bellman estimates (:func:`model_bellman_inconsistency`);
+   ``num_samples`` next states s' from its Gaussian, each gives ``V(s') = min_j Q'_j(s', a')``,
+   ``a' ~ pi(.|s')`` (target critics, current policy, one action per s', no entropy term)
+   (:func:`bellman_targets`); the uncertainty u(s, a) is the standard deviation across elites
+   of each elite's mean V(s'), the inconsistency of the members' Bellman estimates
+   (:func:`model_bellman_inconsistency`). This is the official code's penalty
+   (``penalty_target="next_value"``, the default, for which its beta table was tuned);
+   ``penalty_target="bellman"`` takes the std of the whole ``r + gamma * V(s')`` instead;
 4. the model rows' rewards become ``r - beta * u(s, a)`` (:meth:`MOBILE.penalized`), and one
    SAC step runs on ``real_ratio`` dataset rows and the penalised model rows, TD targets floored
    at ``min_target`` as in the official code (:meth:`MOBILE.update`).
@@ -40,13 +42,15 @@ from offrl_jax.models import EnsembleState, sample_members
 from offrl_jax.models.buffer import Transitions
 from offrl_jax.parts import dynamics, rollouts, sac
 
-PENALTY_TARGETS = ("bellman", "next_value")
+PENALTY_TARGETS = ("next_value", "bellman")
 
 
 @dataclasses.dataclass(frozen=True)
 class MOBILEConfig:
-    """``penalty_target``: "bellman" takes the std of ``r + gamma V(s')`` (the paper's Bellman
-    estimates), "next_value" the std of ``V(s')`` alone (what the official code computes).
+    """``penalty_target``: "next_value" (default) takes the std across elites of ``V(s')``
+    alone, without the reward or gamma (the official code's ``compute_lcb``, for which its beta
+    table was tuned); "bellman" the std of the whole ``r + gamma V(s')``, with each draw's own
+    reward (the paper's wording, "Bellman estimates").
     ``min_target``: floor of the TD targets; the official code's 0.0 assumes returns are never
     negative (true of hopper and walker2d, whose alive bonus keeps rewards positive); None: no
     floor."""
@@ -57,7 +61,7 @@ class MOBILEConfig:
     batch_size: int = 256
     real_ratio: float = 0.05
     num_samples: int = 10  # (s', r) draws per elite and model row
-    penalty_target: str = "bellman"
+    penalty_target: str = "next_value"
     penalty_coef: float = 1.0  # beta; only the initial value of state.penalty_coef
     min_target: float | None = 0.0
 
