@@ -10,15 +10,18 @@ Per update k:
    the gradient reaches the model's mean and variance);
 5. the adversary (critics AND model, fast rate) minimises, per critic i, (4)::
 
-       l_i = E_DM[f_i(s, pi(s)) - f_i(s, pi_ref(s))] + beta * E^w_DM(f_i, M, pi)
-             + lambda * E_Dreal(M)
+       l_i = E_DM[f_i(s, pi(s)) - f_i(s, pi_ref(s))]
+             + beta * (E^w_DM(f_i, M, pi) + lambda * E_Dreal(M))
 
-   written ``l_i / beta`` when beta > 1 (as ATAC) (:meth:`ARMOR.adversary_loss`). E^w mixes
-   TD and residual errors with weight w (:func:`offrl_jax.algorithms.atac.bellman_error`); its
-   (r, s') come from the model, so its gradient reaches the model. E_D(M) is the poster's fit:
-   Gaussian NLL of s' plus ``(R_M(s, a) - r)^2 / V_max^2`` (plus the pretraining's
-   log-variance bound term). The model steps on ``grad_M (l_1 + l_2)``; each critic on its own
-   ``l_i``, is L2-projected and its target follows with rate tau;
+   written ``l_i / beta`` when beta > 1 (as ATAC) (:meth:`ARMOR.adversary_loss`). beta weighs
+   the Bellman error and the model fit together, so a beta sweep keeps their ratio (lambda)
+   fixed. E^w mixes TD and residual errors with weight w
+   (:func:`offrl_jax.algorithms.atac.bellman_error`); its (r, s') come from the model, so its
+   gradient reaches the model. E_D(M) is the Gaussian NLL of s' plus a reward term
+   (``ArmorConfig.model_fit``: by default the reward's Gaussian NLL at the pretrained model's
+   own reward error, :func:`model_fit`), plus the pretraining's log-variance bound term. The
+   model steps on ``grad_M (l_1 + l_2)``; each critic on its own ``l_i``, is L2-projected and
+   its target follows with rate tau;
 6. the actor (slow rate) minimises (5) ``-E[f_1(s, pi(s)) - f_1(s, pi_ref(s))]`` over the D_M
    states, with ATAC's entropy term (:func:`offrl_jax.algorithms.atac.actor_step`; the poster's
    (5) has none: ``fixed_alpha=0`` removes it; why the default keeps it:
@@ -38,10 +41,13 @@ never empty when sampled (no special first step), and the buffer write comes bef
 XLA updates the ring in place; write-after-read, with the written states independent of the read
 batch, made XLA copy the whole ring every update (half the update time at 1M entries on a CPU).
 
-``lambda`` is a separate weight here; the poster writes
-``beta * (E^w + lambda_p * E(M))``, i.e. ``lambda = beta * lambda_p``. With beta = 0 and lambda =
-0 the loss does not depend on the model (the relative term only reads D_M's states), so the model
-stays put; beta = 0 and lambda > 0 is maximum-likelihood fitting on real data alone.
+With beta = 0 the loss does not depend on the model (the relative term only reads D_M's
+states), so the model stays put, whatever lambda.
+
+The pretrained model is kept beside the adversarial one (``ArmorState.fitted_model_params``): each
+update measures both on the real minibatch (next-state NLL and MSE, reward MSE, E_D), so the logs
+show how far the adversary's model has left the data (``model_*`` against ``fitted_model_*``;
+``model_fit_excess`` is E_D(M) - E_D(M_fitted), the alpha the run realises).
 
 Initialisation (:func:`init`, all compiled): pi and pi_ref from ATAC's warm start (behaviour cloning
 plus a Bellman fit of the critics on real data; pi starts AS pi_ref); the model pretrained by
@@ -82,6 +88,8 @@ from offrl_jax.models import ensemble
 from offrl_jax.networks import TanhGaussianPolicy, sample_tanh_gaussian, squashed_action
 from offrl_jax.parts import dynamics, sac
 
+MODEL_FITS = ("fitted", "vmax", "nll")
+
 
 @dataclasses.dataclass(frozen=True)
 class ArmorConfig:
@@ -101,14 +109,21 @@ class ArmorConfig:
     # offrl_jax.generation.policies writes them) whose network has reference_hidden_dims.
     reference: str = "bc"
     reference_hidden_dims: tuple[int, ...] = (256, 256)
-    # Adversary loss (4): relative + beta * E^w + lambda * E_D(M).
+    # Adversary loss (4): relative + beta * (E^w + lambda * E_D(M)).
     beta: float = 3.0  # (to verify)
-    model_fit_weight: float = 10.0  # lambda (to verify)
+    # lambda, measured on hopper-medium-replay (docs/algorithms.md#how-strongly-the-model-is-
+    # anchored-to-the-data). A float leaf of the state: it sweeps.
+    model_fit_weight: float = 1.0
     residual_weight: float = 0.5  # w: E^w = (1 - w) TD + w residual (to verify)
-    # E_D(M)'s reward term: "vmax", the poster's (R_M - r)^2 / V_max^2, or "nll", the model's
-    # Gaussian likelihood of r, as of s' (docs/algorithms.md#armor on the choice).
-    model_fit: str = "vmax"
+    # E_D(M)'s reward term: "fitted", the reward's Gaussian NLL (constants dropped) at the
+    # pretrained model's own reward error, (R_M - r)^2 / (2 mse_fitted); "vmax", the poster's
+    # (R_M - r)^2 / V_max^2; or "nll", the model's own Gaussian likelihood of r, as of s'
+    # (docs/algorithms.md#armor on the choice).
+    model_fit: str = "fitted"
     v_max: float | None = None  # "vmax" only; None: max|r| / (1 - gamma)
+    # "fitted" only: transitions of the data on which the pretrained model's reward error is
+    # measured at init.
+    fitted_error_samples: int = 10_000
     norm_constraint: float = 100.0
     # Data: real and model minibatches, model rollouts.
     batch_size: int = 256  # real minibatch, also the number of model states per policy
@@ -125,9 +140,12 @@ class ArmorConfig:
         if min(self.beta, self.model_fit_weight) < 0 or not 0 <= self.residual_weight <= 1:
             raise ValueError("ArmorConfig: beta and model_fit_weight must be >= 0 and "
                              "residual_weight in [0, 1]")
-        if self.model_fit not in ("nll", "vmax"):
-            raise ValueError(f"ArmorConfig.model_fit must be 'nll' or 'vmax', found "
-                             f"{self.model_fit!r}")
+        if self.model_fit not in MODEL_FITS:
+            raise ValueError(f"ArmorConfig.model_fit must be one of {', '.join(MODEL_FITS)}, "
+                             f"found {self.model_fit!r}")
+        if self.fitted_error_samples < 1:
+            raise ValueError(f"ArmorConfig.fitted_error_samples must be >= 1, found "
+                             f"{self.fitted_error_samples}")
         if self.dynamics.members != 1:
             raise ValueError(f"ArmorConfig: dynamics.members must be 1 (ARMOR's single model), "
                              f"found {self.dynamics.members}")
@@ -138,7 +156,9 @@ class ArmorState:
     """agent: pi, f_1, f_2, their targets and the temperature; ref_actor_params: pi_ref (fixed);
     model: the single dynamics model (leaves with a leading member axis of 1) and model_opt;
     model_buffer: D_model; rollout_obs ``(2, batch_size, obs)``: the current model states of pi
-    (row 0) and pi_ref (row 1); reward_fit_scale: 1 / V_max^2 of E_D(M); beta: loss (4)'s beta."""
+    (row 0) and pi_ref (row 1); fitted_model_params: the pretrained model's parameters (fixed,
+    the yardstick of the logs); reward_fit_scale: the weight of the reward MSE in E_D(M) (1 /
+    V_max^2, or 1 / (2 mse_fitted)); beta, model_fit_weight: loss (4)'s beta and lambda."""
 
     agent: sac.State
     ref_actor_params: dict
@@ -146,8 +166,10 @@ class ArmorState:
     model_opt: optax.OptState
     model_buffer: model_buffer.ModelBuffer
     rollout_obs: jax.Array
+    fitted_model_params: dict
     reward_fit_scale: jax.Array
     beta: jax.Array  # () float32, initialised from config.beta; a float leaf, so it sweeps
+    model_fit_weight: jax.Array  # () float32, lambda; sweeps too
 
 
 def model_transition(model: ensemble.EnsembleState, params, obs, act, noise):
@@ -160,30 +182,40 @@ def model_transition(model: ensemble.EnsembleState, params, obs, act, noise):
 
 
 def model_fit(model: ensemble.EnsembleState, params, batch, reward_fit_scale,
-              reward_nll: bool = True):
+              reward_nll: bool = False):
     """E_D(M) on real transitions, batch means: ``-log P_M(s'|s, a)`` (Gaussian, summed over obs
     dims), the reward term, and the log-variance bound term of pretraining. The reward term is
-    the model's Gaussian ``-log P_M(r|s, a)`` (``reward_nll``, so a reward error costs what a
-    state error of as many of the model's standard deviations costs), or the poster's
-    ``reward_fit_scale * (R_M(s, a) - r)^2`` with ``reward_fit_scale = 1 / V_max^2``.
-    Returns ``(fit, (nll, reward_error))``: ``nll`` of s' alone, ``reward_error`` the MSE of
-    R_M."""
+    ``reward_fit_scale * (R_M(s, a) - r)^2`` (1 / V_max^2, the poster's, or 1 / (2 mse) at the
+    pretrained model's reward error: ``ArmorConfig.model_fit``), or with ``reward_nll`` the
+    model's own Gaussian ``-log P_M(r|s, a)``.
+    Returns ``(fit, errors)``, ``errors`` a dict of batch means: ``nll`` (of s' alone),
+    ``state_error`` (MSE of the predicted s' mean, over obs dims) and ``reward_error`` (MSE of
+    R_M)."""
     mean, logvar = ensemble.predict(model.replace(params=params), batch.observations,
                                     batch.actions)
     mean, logvar, d = mean[0], logvar[0], model.obs_dim
     target = jnp.concatenate([batch.next_observations - batch.observations,
                               batch.rewards[:, None]], axis=-1)
-    per_dim = 0.5 * (jnp.square(mean - target) * jnp.exp(-logvar) + logvar
-                     + math.log(2 * math.pi))
+    squared = jnp.square(mean - target)
+    per_dim = 0.5 * (squared * jnp.exp(-logvar) + logvar + math.log(2 * math.pi))
     nll = jnp.mean(jnp.sum(per_dim[:, :d], axis=-1))
-    reward_error = jnp.mean(jnp.square(mean[:, d] - batch.rewards))
+    reward_error = jnp.mean(squared[:, d])
     p = params["params"]
     dims = d + 1 if reward_nll else d
     bounds = model.config.logvar_bound_coef * (jnp.sum(p["max_logvar"][..., :dims])
                                                - jnp.sum(p["min_logvar"][..., :dims]))
     reward_term = (jnp.mean(per_dim[:, d]) if reward_nll
                    else reward_fit_scale * reward_error)
-    return nll + reward_term + bounds, (nll, reward_error)
+    return nll + reward_term + bounds, {"nll": nll, "state_error": jnp.mean(squared[:, :d]),
+                                        "reward_error": reward_error}
+
+
+def fitted_reward_error(model: ensemble.EnsembleState, dataset, key, samples: int):
+    """The model's reward MSE on ``samples`` transitions of ``dataset`` drawn with ``key``
+    (at most the dataset's size; a fixed sample, so init stays cheap on any dataset)."""
+    batch = sample_batch(dataset, key, samples)
+    mean, _ = ensemble.predict(model, batch.observations, batch.actions)
+    return jnp.mean(jnp.square(mean[0, :, model.obs_dim] - batch.rewards))
 
 
 def _done(termination_fn, next_obs):
@@ -241,6 +273,7 @@ class ARMOR(dynamics.SharedModel, Algorithm):
         if dataset is None:
             raise ValueError("armor.init needs the dataset (model pretraining and pi_ref)")
         agent_key, warm_key = jax.random.split(key)
+        error_key = jax.random.fold_in(key, 7)
         agent = self.agent.init(agent_key)
         if config.warmstart_steps > 0:
             agent, _ = atac.warm_start(self.agent, agent, config, dataset, warm_key,
@@ -256,11 +289,16 @@ class ARMOR(dynamics.SharedModel, Algorithm):
                         jax.tree_util.tree_leaves(ref_params),
                         jax.tree_util.tree_leaves(agent.actor_params), strict=True))):
                 agent = agent.replace(actor_params=ref_params)  # pi starts AS pi_ref
-        if config.v_max is None:
-            v_max = jnp.max(jnp.abs(dataset.rewards)) / (1.0 - config.agent.gamma)
+        if config.model_fit == "fitted":
+            mse = fitted_reward_error(model, dataset, error_key,
+                                      min(config.fitted_error_samples, int(dataset.size)))
+            reward_fit_scale = 0.5 / jnp.maximum(mse, 1e-8)
         else:
-            v_max = jnp.asarray(config.v_max, jnp.float32)
-        reward_fit_scale = 1.0 / jnp.maximum(jnp.square(v_max), 1e-12)
+            if config.v_max is None:
+                v_max = jnp.max(jnp.abs(dataset.rewards)) / (1.0 - config.agent.gamma)
+            else:
+                v_max = jnp.asarray(config.v_max, jnp.float32)
+            reward_fit_scale = 1.0 / jnp.maximum(jnp.square(v_max), 1e-12)
         return ArmorState(
             agent=agent,
             ref_actor_params=ref_params,
@@ -269,8 +307,10 @@ class ARMOR(dynamics.SharedModel, Algorithm):
             model_buffer=model_buffer.init_buffer(config.model_buffer_capacity, spec.obs_dim,
                                                   spec.act_dim),
             rollout_obs=jnp.zeros((2, config.batch_size, spec.obs_dim), jnp.float32),
-            reward_fit_scale=reward_fit_scale,
+            fitted_model_params=model.params,
+            reward_fit_scale=jnp.asarray(reward_fit_scale, jnp.float32),
             beta=jnp.asarray(config.beta, jnp.float32),
+            model_fit_weight=jnp.asarray(config.model_fit_weight, jnp.float32),
         )
 
     def expand_model_data(self, state: ArmorState, reset_obs, key, reset) -> ArmorState:
@@ -313,10 +353,11 @@ class ARMOR(dynamics.SharedModel, Algorithm):
 
     def adversary_loss(self, state: ArmorState, critic_params, model_params,
                        batch: AdversaryBatch, key, beta, model_fit_weight):
-        """Algorithm 1, step 5: loss (4) summed over the twin critics (each critic's gradient
-        is that of its own l_i, the model's that of l_1 + l_2), divided by max(1, beta).
-        ``beta`` and ``model_fit_weight`` (lambda) are arguments so they may be traced;
-        :meth:`update` passes the config's. Returns ``(loss, metrics)``."""
+        """Algorithm 1, step 5: loss (4), ``relative + beta * (E^w + lambda * E_D(M))``, summed
+        over the twin critics (each critic's gradient is that of its own l_i, the model's that
+        of l_1 + l_2), divided by max(1, beta). ``beta`` and ``model_fit_weight`` (lambda) are
+        arguments so they may be traced; :meth:`update` passes the state's. Returns ``(loss,
+        metrics)``."""
         config, critic, agent, model = self.config, self.agent, state.agent, state.model
         obs, size = batch.obs, batch.obs.shape[0]
         next_obs, rewards = model_transition(model, model_params, obs, batch.act, batch.noise)
@@ -331,13 +372,21 @@ class ARMOR(dynamics.SharedModel, Algorithm):
         bellman = atac.bellman_error(q, q_next, target_next, rewards, terminals,
                                      config.agent.gamma, config.residual_weight)
         relative = jnp.mean(q_pi - q_ref, axis=-1)
-        fit, (nll, reward_error) = model_fit(model, model_params, batch.real,
-                                             state.reward_fit_scale, config.model_fit == "nll")
-        per_critic = relative + beta * bellman + model_fit_weight * fit
+        reward_nll = config.model_fit == "nll"
+        fit, errors = model_fit(model, model_params, batch.real, state.reward_fit_scale,
+                                reward_nll)
+        per_critic = relative + beta * (bellman + model_fit_weight * fit)
         loss = jnp.sum(per_critic) / jnp.maximum(1.0, beta)
+        fitted_fit, fitted = model_fit(model, state.fitted_model_params, batch.real,
+                                       state.reward_fit_scale, reward_nll)
         return loss, {"adversary_loss": loss, "relative_value": relative[0],
-                      "bellman_loss": bellman.mean(), "model_nll": nll,
-                      "model_reward_error": reward_error, "q_mean": q.mean(),
+                      "bellman_loss": bellman.mean(), "q_mean": q.mean(),
+                      "model_nll": errors["nll"], "model_state_error": errors["state_error"],
+                      "model_reward_error": errors["reward_error"],
+                      "fitted_model_nll": fitted["nll"],
+                      "fitted_model_state_error": fitted["state_error"],
+                      "fitted_model_reward_error": fitted["reward_error"],
+                      "model_fit_excess": fit - fitted_fit,
                       "model_reward_mean": rewards.mean(),
                       "model_terminal_rate": terminals.mean()}
 
@@ -354,7 +403,7 @@ class ARMOR(dynamics.SharedModel, Algorithm):
         (_, metrics), (critic_grads, model_grads) = jax.value_and_grad(
             self.adversary_loss, argnums=(1, 2), has_aux=True)(
             state, state.agent.critic_params, model.params, batch, next_key, state.beta,
-            config.model_fit_weight)
+            state.model_fit_weight)
         agent = atac.critic_step(self.agent, state.agent, critic_grads, config.norm_constraint)
         updates, model_opt = self.model_tx.update(model_grads, state.model_opt, model.params)
         model = model.replace(params=optax.apply_updates(model.params, updates))

@@ -115,6 +115,9 @@ class Algorithm:
     - ``init(key, dataset, pretrained=None) -> state``;
     - ``update(state, dataset, key) -> (state, metrics)``, which samples its own minibatches;
     - ``act(state, obs, key, deterministic=True) -> actions``;
+    - ``reference_act(state, obs, key, deterministic=True) -> actions``, when the class defines
+      it: a fixed reference policy the algorithm must not fall below (ARMOR's pi_ref); the
+      training loop scores it beside the policy at every evaluation, on the same episodes;
     - ``refresh(state, dataset, key) -> state``, when the class defines it: periodic work (model
       rollouts) run every :attr:`refresh_every` updates, outside the inner update scan;
     - ``pretrain(key, dataset) -> pytree``, when the class defines it: the costly part of
@@ -136,6 +139,7 @@ class Algorithm:
     name: ClassVar[str] = ""
     refresh: ClassVar[Callable | None] = None
     pretrain: ClassVar[Callable | None] = None
+    reference_act: ClassVar[Callable | None] = None
 
     def _parts(self, **parts) -> None:
         for name, part in parts.items():

@@ -32,6 +32,7 @@ import numpy as np
 from offrl_jax.data._io import atomic_output
 from offrl_jax.results.compare import comparison_markdown, comparison_rows
 from offrl_jax.results.labels import cell_name, commit_note, format_value, run_label
+from offrl_jax.results.relative import reference_markdown
 from offrl_jax.results.settings import row_settings, run_settings, sample_std
 from offrl_jax.results.stats import (
     LAST_K,
@@ -160,11 +161,21 @@ def write_scalar_logs(run_dir: Path, algo: str, task: str, records: list[dict],
     paths = []
     for name, rows in streams.items():
         metrics = sorted({k for r in rows for k in r["metrics"]})
+        # A reference policy scored beside the policy (ARMOR's pi_ref): its score and the
+        # paired difference, after the policy's own score.
+        scored_reference = any("reference" in r for r in rows)
+        reference_columns = (["reference_normalized_score", "relative_normalized_score"]
+                             if scored_reference else [])
         buffer = io.StringIO()
         writer = csv.writer(buffer)
-        writer.writerow(["step", "normalized_score", "failed", *metrics])
+        writer.writerow(["step", "normalized_score", *reference_columns, "failed", *metrics])
         for r in rows:
-            writer.writerow([r["step"], r["normalized_score"], int(r["failed"]),
+            reference = []
+            if scored_reference:
+                ref = (r.get("reference") or {}).get("normalized_score")
+                own = r["normalized_score"]
+                reference = [ref, None if ref is None or own is None else own - ref]
+            writer.writerow([r["step"], r["normalized_score"], *reference, int(r["failed"]),
                              *(r["metrics"].get(k) for k in metrics)])
         path = folder / f"{name}.csv"
         write_text_atomic(path, buffer.getvalue())
@@ -357,7 +368,8 @@ def write_summary(run_dir: Path) -> list[dict]:
         tasks = ([row["task"]] if row["task"] != "all tasks" else
                  sorted({r["task"] for r in records if run_label(r) == row["algorithm"]}))
         row["settings"] = row_settings(settings, algorithm_of[row["algorithm"]], tasks)
-    write_text_atomic(run_dir / "summary.md", summary_markdown(rows, run_info))
+    write_text_atomic(run_dir / "summary.md",
+                      summary_markdown(rows, run_info) + reference_markdown(records))
     write_text_atomic(run_dir / "summary.csv", summary_csv(rows))
     write_text_atomic(run_dir / "probability_of_improvement.md",
                       improvement_markdown(records))

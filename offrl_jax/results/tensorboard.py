@@ -254,6 +254,12 @@ def write_tensorboard_logs(run_dir: Path, algo: str, task: str, records: list[di
         scalars = {"eval/failed": float(bool(r["failed"]))}
         if r.get("normalized_score") is not None:
             scalars["eval/normalized_score"] = float(r["normalized_score"])
+        reference = (r.get("reference") or {}).get("normalized_score")
+        if reference is not None:
+            scalars["eval/reference_normalized_score"] = float(reference)
+            if r.get("normalized_score") is not None:
+                scalars["eval/relative_normalized_score"] = float(r["normalized_score"]
+                                                                  - reference)
         scalars.update({f"train/{name}": float(value)
                         for name, value in sorted(r["metrics"].items()) if value is not None})
         streams[f"seed{r['seed']}{point}"].append((int(r["step"]), scalars))

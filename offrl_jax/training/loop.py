@@ -103,6 +103,17 @@ def make_interval_fn(algorithm: Algorithm, eval_every: int) -> Callable:
     return interval
 
 
+def _scored(result, row: int) -> dict:
+    """Row ``row`` of an evaluation as a record's fields: mean return and normalized score
+    (None when an episode was not finite), every episode's return and length."""
+    returns = result.returns[row]
+    scored = bool(np.all(np.isfinite(returns)))
+    return {"return": float(returns.mean()) if scored else None,
+            "normalized_score": float(result.normalized[row].mean()) if scored else None,
+            "episode_returns": [float(r) for r in returns] if scored else None,
+            "episode_lengths": [int(n) for n in result.lengths[row]]}
+
+
 def sweepable_leaves(state) -> list[str]:
     """The fields of a state (concrete or from ``jax.eval_shape``) that a sweep can set: its
     top-level scalar float leaves, e.g. MOPO's ``penalty_coef``."""
@@ -232,6 +243,10 @@ class Trainer:
             donate_argnums=(0,))
         self.evaluator = Evaluator(spec.name, algorithm.act, train.eval_episodes,
                                    backend=train.eval_backend)
+        # A reference policy (ARMOR's pi_ref) is scored with the same evaluator settings, keys
+        # and episodes as the policy, so J(pi) - J(pi_ref) is a paired difference.
+        self.reference_evaluator = None if algorithm.reference_act is None else Evaluator(
+            spec.name, algorithm.reference_act, train.eval_episodes, backend=train.eval_backend)
 
     def abstract_state(self):
         """The shapes and dtypes of :meth:`initial`'s state (all rows), computed without running
@@ -364,6 +379,8 @@ class Trainer:
             state, failed, metrics = self._interval(carry["state"], carry["failed"],
                                                     self.dataset, keys)
             result = self._evaluate(state, interval)
+            reference = (None if self.reference_evaluator is None
+                         else self._evaluate(state, interval, self.reference_evaluator))
             returns, normalized = result.returns, result.normalized
             failed_host = np.asarray(failed)
             metrics_host = jax.tree_util.tree_map(np.asarray, metrics)
@@ -382,6 +399,7 @@ class Trainer:
                     "episode_returns": [float(r) for r in returns[i]] if scored else None,
                     "episode_lengths": [int(n) for n in result.lengths[i]],
                     "metrics": {k: float(v[i]) for k, v in metrics_host.items()},
+                    **({} if reference is None else {"reference": _scored(reference, i)}),
                 })
             carry = {"state": state, "failed": failed, "next_interval": interval + 1,
                      "records": carry["records"] + new_records}
@@ -394,13 +412,15 @@ class Trainer:
         return {**carry, "state": self.real_rows(carry["state"]),
                 "failed": self.real_rows(carry["failed"])}
 
-    def _evaluate(self, state, interval: int):
+    def _evaluate(self, state, interval: int, evaluator: Evaluator | None = None):
         """The evaluation's returns, lengths and normalized scores, ``(rows, episodes)`` each
-        (an :class:`~offrl_jax.evaluation.EvalResult`). Each sweep point's rows meet the same
-        episodes (start states and policy keys) as an unswept run of these seeds: one
-        evaluation with one group of rows per point."""
+        (an :class:`~offrl_jax.evaluation.EvalResult`) by ``evaluator`` (default: the
+        policy's). Each sweep point's rows meet the same episodes (start states and policy
+        keys) as an unswept run of these seeds: one evaluation with one group of rows per
+        point."""
         eval_key = jax.random.fold_in(jax.random.PRNGKey(self.seeds[0]), 10_000 + interval)
-        return self.evaluator(self.real_rows(state), eval_key, groups=len(self.points))
+        return (evaluator or self.evaluator)(self.real_rows(state), eval_key,
+                                             groups=len(self.points))
 
     # Checkpoints: orbax's CheckpointManager, one step per evaluation interval (the state
     # pytree and a JSON header with the fingerprint and the records), the last two kept. A step
