@@ -55,29 +55,31 @@ benchmark: $(STAMP)
 results-quick: $(STAMP)
 	$(PY) -m offrl_jax.cli bench --profile quick --out results/quick
 
-# The reproduction report (README "Validation"): hours of CPU, resumable (re-run to continue).
-# One task at a time, so that hopper-medium-replay is complete (every algorithm) before
-# hopper-medium-expert starts: cheap algorithms with 5 seeds, costly ones with 3, each task in its
-# own run directories, all merged into results/validate. The three-seed runs share the five-seed
-# runs' model store (a link), so COMBO, RAMBO and MOBILE reuse MOPO's fitted seeds 0 to 2.
-# MOReL, the costliest of the five-seed set, runs last so the others have rows sooner. Of the
-# costly eight, those whose GPU-slice rows left a question open run first (MOBILE's fixed
-# temperature, RAMBO's split seeds, COMBO still rising), CQL and EDAC (already far above BC) last.
-VALIDATE_TASKS := hopper-medium-replay hopper-medium-expert
-VALIDATE_FIVE := bc iql mopo td3bc rebrac morel
+# The reproduction report (docs/validation.md): hours of CPU, resumable (re-run to continue; a
+# finished cell whose records are in git is not retrained). One task at a time, so that each
+# task's rows are complete before the next starts: the cheap methods and 10%BC with 5 seeds on
+# every task; the costly eight with 3 seeds on hopper-medium-replay only (on a CPU they take
+# about 8 hours a task; the GPU slice, benchmarks/gpu_slice.sh, advances them). The three-seed
+# run shares the five-seed run's model store (a link), so COMBO, RAMBO and MOBILE reuse MOPO's
+# fitted seeds 0 to 2. MOReL, the costliest of the five-seed set, runs last.
+VALIDATE_TASKS := hopper-medium-replay hopper-medium-expert walker2d-medium-replay \
+  halfcheetah-medium-replay
+VALIDATE_COSTLY_TASKS := hopper-medium-replay
+VALIDATE_FIVE := bc bc10 iql mopo td3bc rebrac morel
 VALIDATE_THREE := mobile rambo combo sacn atac armor cql edac
 validate: $(STAMP)
 	set -e; for task in $(VALIDATE_TASKS); do \
 	  $(PY) -m offrl_jax.cli bench --profile validate --tasks $$task --algos $(VALIDATE_FIVE) \
 	    --seeds 5 --out results/validate/$$task/five-seeds; \
+	done; \
+	for task in $(VALIDATE_COSTLY_TASKS); do \
 	  mkdir -p results/validate/$$task/three-seeds results/validate/$$task/five-seeds/models; \
 	  [ -e results/validate/$$task/three-seeds/models ] || \
 	    ln -s ../five-seeds/models results/validate/$$task/three-seeds/models; \
 	  $(PY) -m offrl_jax.cli bench --profile validate --tasks $$task --algos $(VALIDATE_THREE) \
 	    --seeds 3 --out results/validate/$$task/three-seeds; \
 	done
-	$(PY) -m offrl_jax.cli report $(foreach t,$(VALIDATE_TASKS),results/validate/$(t)/*-seeds) \
-	  --out results/validate
+	$(PY) -m offrl_jax.cli report results/validate/*/*-seeds --out results/validate
 
 data: $(STAMP)
 	$(PY) -m offrl_jax.cli data generate --env $(ENV) $(if $(PROFILE),--profile $(PROFILE),)

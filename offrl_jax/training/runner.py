@@ -160,7 +160,8 @@ RUN_PROFILES = {
     # its share of the budget buys at the 2-core rates of benchmarks/; docs/validation.md.
     "validate": RunProfile(
         "validate", TrainConfig(num_updates=200_000, eval_every=10_000, eval_episodes=10),
-        "validate", ("hopper-medium-replay", "hopper-medium-expert"), 5,
+        "validate", ("hopper-medium-replay", "hopper-medium-expert", "walker2d-medium-replay",
+                     "halfcheetah-medium-replay"), 5,
         algorithm_overrides={
             "*": {"dynamics.max_epochs": 50},  # about 45k steps of model fitting per seed
             "rebrac": {"batch_size": 256},
