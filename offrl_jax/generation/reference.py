@@ -40,7 +40,7 @@ D4RL_V2: dict[str, DatasetStats] = {
     "walker2d-medium-expert": DatasetStats(2_000_000, 2190, 82.7, None, None),
 }
 
-# The acceptance bands against D4RL's mean (our own choice of how close is "D4RL-grade"):
+# Acceptance bands against D4RL's mean (our own choice of how close is "D4RL-grade"):
 # medium within 15% of D4RL's mean, expert at least 90% of it, medium-replay within 25%.
 TARGET_BANDS = {"medium": (0.85, 1.15), "expert": (0.90, None), "medium-replay": (0.75, 1.25)}
 
