@@ -29,7 +29,7 @@ from benchmarks.common import device_name, load_note
 from benchmarks.env_throughput import device_rate, host_rate
 from benchmarks.throughput import INIT_ONLY, measure, synthetic_dataset
 from offrl_jax.algorithms.registry import ALGORITHMS, get_algorithm
-from offrl_jax.results.report import write_text_atomic
+from offrl_jax.files import write_text_atomic
 from offrl_jax.tasks import get_env_spec
 from offrl_jax.training.runner import RUN_PROFILES
 

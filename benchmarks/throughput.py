@@ -23,7 +23,7 @@ from benchmarks.common import device_name, load_note
 from offrl_jax.algorithms.registry import ALGORITHMS, get_algorithm
 from offrl_jax.data import Dataset, episodes_to_arrays
 from offrl_jax.data.toy import toy_episodes
-from offrl_jax.results.report import write_text_atomic
+from offrl_jax.files import write_text_atomic
 from offrl_jax.tasks import get_env_spec
 from offrl_jax.training.cli import parse_overrides
 from offrl_jax.training.loop import make_interval_fn

@@ -16,8 +16,8 @@ from offrl_jax.data import read_d4rl_hdf5
 from offrl_jax.evaluation import Evaluator
 from offrl_jax.generation.generate import generate_env_datasets
 from offrl_jax.parts import dynamics, sac
+from offrl_jax.results.records import write_scalar_logs
 from offrl_jax.results.relative import reference_markdown
-from offrl_jax.results.report import write_scalar_logs
 from offrl_jax.tasks import get_env_spec
 from offrl_jax.training import Trainer
 from offrl_jax.training.loop import TrainConfig, make_interval_fn

@@ -26,7 +26,8 @@ from offrl_jax.cli import main
 from offrl_jax.data import DatasetError, load_task_dataset, write_d4rl_hdf5
 from offrl_jax.data.checksum import path_sha256
 from offrl_jax.models.store import EntryKey, ModelStore
-from offrl_jax.results.report import load_records, process_commit, training_commits
+from offrl_jax.results.provenance import process_commit, training_commits
+from offrl_jax.results.records import load_records
 from offrl_jax.tasks import parse_task_argument
 from offrl_jax.training import Trainer, distributed, runner
 from offrl_jax.training.cells import Cell, fit_models, load_cell_dataset, model_groups, run_cell

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from offrl_jax.results.report import summarize, summary_markdown
+from offrl_jax.results.summary import summarize, summary_markdown
 
 
 def records(algo, task, scores_per_seed, failed_seeds=()):

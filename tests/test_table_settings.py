@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from offrl_jax.results.compare import comparison_markdown, comparison_rows
-from offrl_jax.results.report import summarize, summary_markdown
 from offrl_jax.results.settings import differences, row_settings, run_settings, sample_std
+from offrl_jax.results.summary import summarize, summary_markdown
 
 
 def records(algorithm, task, finals):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from offrl_jax.algorithms.registry import Algorithm, Registration, get_algorithm
-from offrl_jax.results.report import summarize
+from offrl_jax.results.summary import summarize
 from offrl_jax.tasks import get_env_spec, get_task
 from offrl_jax.training import TrainConfig, Trainer
 from offrl_jax.training.loop import read_checkpoint

@@ -1,7 +1,6 @@
 """Names of a run's rows and files: the label of an algorithm or sweep point in tables and
-plots, and the suffix of a swept run's files. Kept apart from :mod:`offrl_jax.results.report`
-so that the modules the report uses (the comparison table, TensorBoard logs) can name rows the
-same way without importing the report."""
+plots, and the suffix of a swept run's files. Imports nothing of the suite, so that every
+module of a run's files (records, tables, plots, TensorBoard logs) names rows the same way."""
 
 from __future__ import annotations
 

@@ -13,13 +13,10 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-from offrl_jax.results.report import (
-    load_records,
-    training_commits,
-    write_records,
-    write_summary,
-    write_text_atomic,
-)
+from offrl_jax.files import write_text_atomic
+from offrl_jax.results.provenance import training_commits
+from offrl_jax.results.records import load_records, write_records
+from offrl_jax.results.summary import write_summary
 
 
 class MergeError(ValueError):

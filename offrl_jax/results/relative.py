@@ -15,9 +15,7 @@ from collections import defaultdict
 import numpy as np
 
 from offrl_jax.results.labels import run_label
-from offrl_jax.results.stats import stratified_bootstrap_ci
-
-LAST_K = 10
+from offrl_jax.results.stats import LAST_K, stratified_bootstrap_ci
 
 
 def relative_curves(records: list[dict]) -> dict[tuple[str, str], dict[int, list]]:

@@ -41,18 +41,16 @@ import numpy as np
 from offrl_jax.algorithms.registry import get_algorithm
 from offrl_jax.data import Dataset, load_task_dataset
 from offrl_jax.data.checksum import check_sha256
+from offrl_jax.files import write_text_atomic
 from offrl_jax.models.store import ModelStore
 from offrl_jax.results.labels import cell_name, point_label
-from offrl_jax.results.report import (
+from offrl_jax.results.provenance import (
     device_description,
     git_commit,
     library_versions,
     process_commit,
-    records_path,
-    write_records,
-    write_scalar_logs,
-    write_text_atomic,
 )
+from offrl_jax.results.records import records_path, write_records, write_scalar_logs
 from offrl_jax.results.tensorboard import write_tensorboard_logs
 from offrl_jax.tasks import Task, get_task, parse_task_argument
 from offrl_jax.training.loop import TrainConfig, Trainer

@@ -270,7 +270,7 @@ def _bench(args) -> int:
 
 
 def _open_summary_with(path: Path, note: str) -> None:
-    from offrl_jax.results.report import write_text_atomic
+    from offrl_jax.files import write_text_atomic
 
     if path.exists():
         write_text_atomic(path, note + path.read_text())

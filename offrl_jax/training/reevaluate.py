@@ -25,8 +25,8 @@ import numpy as np
 from offrl_jax.algorithms.registry import get_algorithm
 from offrl_jax.data import load_task_dataset
 from offrl_jax.evaluation import Evaluator
+from offrl_jax.files import write_text_atomic
 from offrl_jax.results.labels import cell_name
-from offrl_jax.results.report import write_text_atomic
 from offrl_jax.tasks import parse_task_argument
 from offrl_jax.training.loop import TrainConfig, Trainer
 from offrl_jax.training.runner import RUN_PROFILES, read_run_config

@@ -38,12 +38,9 @@ from offrl_jax.algorithms.registry import get_algorithm
 from offrl_jax.data import Dataset, find_task_dataset, load_task_dataset, read_d4rl_metadata
 from offrl_jax.data.checksum import path_sha256
 from offrl_jax.evaluation import check_backend
-from offrl_jax.results.report import (
-    provenance,
-    training_commits,
-    write_summary,
-    write_text_atomic,
-)
+from offrl_jax.files import write_text_atomic
+from offrl_jax.results.provenance import provenance, training_commits
+from offrl_jax.results.summary import write_summary
 from offrl_jax.tasks import Task, parse_task_argument
 from offrl_jax.training.cells import Cell, finished_without_checkpoint, model_groups, run_cell
 from offrl_jax.training.distributed import RayConfig
