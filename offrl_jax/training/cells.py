@@ -51,7 +51,7 @@ from offrl_jax.results.provenance import (
     process_commit,
 )
 from offrl_jax.results.records import records_path, write_records, write_scalar_logs
-from offrl_jax.results.tensorboard import write_tensorboard_logs
+from offrl_jax.results.tensorboard import TensorBoardLogs
 from offrl_jax.tasks import Task, get_task, parse_task_argument
 from offrl_jax.training.loop import TrainConfig, Trainer
 
@@ -263,17 +263,23 @@ def run_cell(cell: Cell, dataset: Dataset | None = None) -> dict:
     stamp("running")
     progress_line = _ProgressLine(cell.label, cell.train.eval_every, len(cell.seeds), cell.sweep,
                                   cell.progress)
+    tensorboard = (TensorBoardLogs(out_dir, cell.algorithm, task.name, cell.sweep)
+                   if cell.tensorboard else None)
 
     def on_interval(i, n, all_records, new):
         trained["updates"] += cell.train.eval_every
         write_records(out_dir, cell.algorithm, task.name, all_records, cell.sweep)
         write_scalar_logs(out_dir, cell.algorithm, task.name, all_records, cell.sweep)
-        if cell.tensorboard:
-            write_tensorboard_logs(out_dir, cell.algorithm, task.name, all_records, cell.sweep)
+        if tensorboard is not None:
+            tensorboard.write(all_records)
         stamp("running")
         progress_line(i, n, new)
 
-    carry = trainer.run(on_interval)
+    try:
+        carry = trainer.run(on_interval)
+    finally:
+        if tensorboard is not None:
+            tensorboard.close()
     write_records(out_dir, cell.algorithm, task.name, carry["records"], cell.sweep)
     info["finished"] = finished_before if finished_before and not trained["updates"] else _now()
     stamp("finished")

@@ -165,8 +165,8 @@ def register(subparsers) -> None:
     bench.add_argument("--tensorboard", action="store_true",
                        help="also write the scalar logs as TensorBoard event files, one log "
                             "directory per algorithm x task x seed: OUT/logs/ALGO__TASK/seedS/ "
-                            "(tensorboard --logdir OUT/logs; written by the suite itself, "
-                            "TensorBoard is needed only to view them)")
+                            "(tensorboard --logdir OUT/logs; needs tensorboardX: "
+                            "pip install -e '.[tensorboard]')")
     bench.add_argument("--config", default=None, metavar="RUN_DIR/config.json",
                        help="relaunch a run exactly from the config.json it wrote (every "
                             "setting resolved); only --out may be given with it")
@@ -217,6 +217,13 @@ def _bench(args) -> int:
     from offrl_jax.training.runner import read_run_config, run_benchmark
 
     check_bench_numbers(args)
+    if args.tensorboard:
+        from offrl_jax.results.tensorboard import TensorBoardUnavailable, require
+
+        try:
+            require()
+        except TensorBoardUnavailable as error:
+            raise SystemExit(f"offrl bench: {error}") from None
     exact = None
     if args.config is not None:
         given = [flag for flag, value in (

@@ -41,6 +41,7 @@ from offrl_jax.evaluation import check_backend
 from offrl_jax.files import write_text_atomic
 from offrl_jax.results.provenance import provenance, training_commits
 from offrl_jax.results.summary import write_summary
+from offrl_jax.results.tensorboard import require as require_tensorboard
 from offrl_jax.tasks import Task, parse_task_argument
 from offrl_jax.training.cells import Cell, finished_without_checkpoint, model_groups, run_cell
 from offrl_jax.training.distributed import RayConfig
@@ -392,10 +393,13 @@ def run_benchmark(algorithms: list[str], tasks: list[str], seeds: list[int], pro
     ``exact``: a :func:`read_run_config` document: its resolved settings and training schedules
     replace the profile's, the task tables and ``overrides`` (a relaunch).
     ``tensorboard``: also write the scalar logs as TensorBoard event files
-    (:mod:`offrl_jax.results.tensorboard`).
+    (:mod:`offrl_jax.results.tensorboard`); without tensorboardX installed, a
+    :class:`~offrl_jax.results.tensorboard.TensorBoardUnavailable` before anything runs.
     ``ray``: run the cells as Ray tasks (:mod:`offrl_jax.training.distributed`) instead of one
     after another in this process; the records are the same.
     """
+    if tensorboard:
+        require_tensorboard()  # before any data step or training
     run_profile = RUN_PROFILES[profile]
     out_dir = Path(out_dir)
     algos = [get_algorithm(a) for a in algorithms]
