@@ -212,11 +212,15 @@ def register(subparsers) -> None:
 
 def _bench(args) -> int:
     from offrl_jax.algorithms.base import ConfigError
+    from offrl_jax.training.compilation_cache import enable_compilation_cache
     from offrl_jax.training.distributed import CellsFailed, RayUnavailable
     from offrl_jax.training.loop import SweepError
     from offrl_jax.training.runner import read_run_config, run_benchmark
 
     check_bench_numbers(args)
+    # Before the first compilation: a resumed or repeated run reads its programs from disk
+    # ($OFFRL_JAX_CACHE_DIR, "off" disables; offrl_jax/training/compilation_cache.py).
+    enable_compilation_cache()
     if args.tensorboard:
         from offrl_jax.results.tensorboard import TensorBoardUnavailable, require
 
