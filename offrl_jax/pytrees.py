@@ -6,7 +6,7 @@ The store of fitted dynamics models, saved models (``offrl models fit``) and beh
 use orbax's ``CheckpointManager`` with the same two items per step (see
 :mod:`offrl_jax.training.loop`). (The shipped behaviour policies are the
 one exception, on purpose: each is a single small ``.npz`` under git, see
-:mod:`offrl_jax.generation.policies`, since an orbax directory of several files per policy is
+:mod:`offrl_jax.policies`, since an orbax directory of several files per policy is
 unwieldy to review and version.)
 
 A saved tree is a directory holding ``arrays`` (the leaves, with their tree paths) and ``meta``

@@ -12,9 +12,10 @@ import pytest
 from offrl_jax.algorithms import armor, atac, bc
 from offrl_jax.algorithms.registry import get_algorithm
 from offrl_jax.data import Dataset, sample_batch
-from offrl_jax.generation.policies import PolicyFileError, save_actor
 from offrl_jax.networks import TanhGaussianPolicy
+from offrl_jax.parts import atac as atac_part
 from offrl_jax.parts import dynamics, sac
+from offrl_jax.policies import PolicyFileError, save_actor
 from offrl_jax.tasks import get_env_spec
 from offrl_jax.training.loop import make_interval_fn
 
@@ -336,8 +337,9 @@ def test_l2_projection_keeps_every_critic_layer_in_the_ball():
     critic = jax.jit(sac.Agent(sac.Config(hidden_dims=(16, 16)), HOPPER.obs_dim,
                                HOPPER.act_dim).init)(jax.random.PRNGKey(0))
     big = jax.tree_util.tree_map(lambda x: 50.0 * x, critic.critic_params)
-    projected = atac.project_l2(big, 100.0)
-    for before, after in zip(atac.kernel_norms(big), atac.kernel_norms(projected), strict=True):
+    projected = atac_part.project_l2(big, 100.0)
+    for before, after in zip(atac_part.kernel_norms(big), atac_part.kernel_norms(projected),
+                             strict=True):
         np.testing.assert_allclose(np.asarray(after), np.minimum(np.asarray(before), 100.0),
                                    rtol=1e-5)
     for path, leaf in jax.tree_util.tree_flatten_with_path(projected)[0]:
@@ -356,15 +358,15 @@ def test_l2_projection_keeps_every_critic_layer_in_the_ball():
     config = atac_config(hidden_dims=(16, 16), critic_lr=1e-2, batch_size=64,
                          norm_constraint=0.5, warmstart_steps=0)
     _, initial, states, _ = atac_run(config, data, 50)
-    assert min(float(n.min()) for n in atac.kernel_norms(initial.agent.critic_params)) > 0.5
-    for norms in atac.kernel_norms(states.agent.critic_params):  # (seeds, num_qs)
+    assert min(float(n.min()) for n in atac_part.kernel_norms(initial.agent.critic_params)) > 0.5
+    for norms in atac_part.kernel_norms(states.agent.critic_params):  # (seeds, num_qs)
         assert norms.shape == (SEEDS, 2) and float(norms.max()) <= 0.5 + 1e-5
     # The default radius 100 on the default 3x256 critic.
     default = jax.jit(atac.ATAC(atac.ATACConfig(warmstart_steps=0), HOPPER).init)(
         jax.random.PRNGKey(0))
-    grown = jax.jit(atac.project_l2, static_argnums=1)(
+    grown = jax.jit(atac_part.project_l2, static_argnums=1)(
         jax.tree_util.tree_map(lambda x: 30.0 * x, default.agent.critic_params), 100.0)
-    assert max(float(n.max()) for n in atac.kernel_norms(grown)) <= 100.0 * (1 + 1e-6)
+    assert max(float(n.max()) for n in atac_part.kernel_norms(grown)) <= 100.0 * (1 + 1e-6)
 
 
 
@@ -447,7 +449,7 @@ def test_actor_loss_without_entropy_is_the_posters_and_stays_finite():
     state = agent.init(jax.random.PRNGKey(0))
     obs = jnp.asarray(TEST_OBS[:64])
     config = dataclasses.replace(ARMOR_BANDIT, fixed_alpha=0.0)
-    new, metrics = atac.actor_step(agent, state, config, obs, jax.random.PRNGKey(1))
+    new, metrics = atac_part.actor_step(agent, state, config, obs, jax.random.PRNGKey(1))
     actions, _ = agent.sample(state.actor_params, obs, jax.random.PRNGKey(1))
     expected = -float(jnp.mean(agent.q(state.critic_params, obs, actions)[0]))
     assert float(metrics["actor_loss"]) == pytest.approx(expected, rel=1e-5)

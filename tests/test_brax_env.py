@@ -185,7 +185,8 @@ def test_brax_sac_trains_on_mjx_hopper_and_exports(tmp_path, monkeypatch):
     ``export-behaviour``, and the exported actor loaded by our loader and acting."""
     from brax.training.agents.sac import train as brax_sac
 
-    from offrl_jax.generation import brax_behaviour, export, policies
+    from offrl_jax import policies
+    from offrl_jax.generation import brax_behaviour, export
     from offrl_jax.generation.behaviour import train_behaviour
     from offrl_jax.tasks import normalized_score
 

@@ -156,7 +156,8 @@ def test_export_writes_policies_that_generation_reads(hopper_tiny, tmp_path, mon
     """export-behaviour on the tiny run: medium, expert and the medium-replay schedule, files
     with their sha256, a manifest and a learning curve; generation then reads them, training
     nothing."""
-    from offrl_jax.generation import export, policies
+    from offrl_jax import policies
+    from offrl_jax.generation import export
     from offrl_jax.tasks import normalized_score
 
     root, _ = hopper_tiny

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 from layout import assert_d4rl_layout
 
+from offrl_jax import policies
 from offrl_jax.data import DatasetError, read_d4rl_hdf5, read_d4rl_metadata
-from offrl_jax.generation import generate, get_profile, policies
+from offrl_jax.generation import generate, get_profile
 from offrl_jax.generation.export import evaluate_actor
 from offrl_jax.tasks import ENV_SPECS, normalized_score
 

@@ -16,14 +16,14 @@ Per update k:
    written ``l_i / beta`` when beta > 1 (as ATAC) (:meth:`ARMOR.adversary_loss`). beta weighs
    the Bellman error and the model fit together, so a beta sweep keeps their ratio (lambda)
    fixed. E^w mixes TD and residual errors with weight w
-   (:func:`offrl_jax.algorithms.atac.bellman_error`); its (r, s') come from the model, so its
+   (:func:`offrl_jax.parts.atac.bellman_error`); its (r, s') come from the model, so its
    gradient reaches the model. E_D(M) is the Gaussian NLL of s' plus a reward term
    (``ArmorConfig.model_fit``: by default the reward's Gaussian NLL at the pretrained model's
    own reward error, :func:`model_fit`), plus the pretraining's log-variance bound term. The
    model steps on ``grad_M (l_1 + l_2)``; each critic on its own ``l_i``, is L2-projected and
    its target follows with rate tau;
 6. the actor (slow rate) minimises (5) ``-E[f_1(s, pi(s)) - f_1(s, pi_ref(s))]`` over the D_M
-   states, with ATAC's entropy term (:func:`offrl_jax.algorithms.atac.actor_step`; the poster's
+   states, with ATAC's entropy term (:func:`offrl_jax.parts.atac.actor_step`; the poster's
    (5) has none: ``fixed_alpha=0`` removes it; why the default keeps it:
    ``docs/algorithms.md#why-the-actor-keeps-an-entropy-term``) (:func:`update`);
 7-8. every H steps the model states of pi and pi_ref restart from the real minibatch's states;
@@ -80,13 +80,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from offrl_jax.algorithms import atac
 from offrl_jax.algorithms.base import Algorithm, Registration
 from offrl_jax.data import Dataset, sample_batch
-from offrl_jax.models import buffer as model_buffer
-from offrl_jax.models import ensemble
 from offrl_jax.networks import TanhGaussianPolicy, sample_tanh_gaussian, squashed_action
-from offrl_jax.parts import dynamics, sac
+from offrl_jax.parts import atac, dynamics, sac
+from offrl_jax.parts import dynamics as ensemble
+from offrl_jax.parts import rollouts as model_buffer
 
 MODEL_FITS = ("fitted", "vmax", "nll")
 
@@ -426,7 +425,7 @@ class ARMOR(dynamics.SharedModel, Algorithm):
 def load_reference(reference: str, spec) -> dict:
     """pi_ref's parameters (numpy) for ``ArmorConfig.reference``: a shipped role of
     ``spec.name``'s behaviour policies, or an actor file."""
-    from offrl_jax.generation import policies
+    from offrl_jax import policies
 
     if reference.endswith(".npz"):
         return policies.load_actor(reference)

@@ -13,6 +13,8 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
+from offrl_jax.parts import set_parts
+
 
 class ConfigError(ValueError):
     """An override or per-task setting names no setting of a config, or has the wrong kind of
@@ -142,8 +144,7 @@ class Algorithm:
     reference_act: ClassVar[Callable | None] = None
 
     def _parts(self, **parts) -> None:
-        for name, part in parts.items():
-            object.__setattr__(self, name, part)
+        set_parts(self, **parts)
 
     @property
     def refresh_every(self) -> int:

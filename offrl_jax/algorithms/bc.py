@@ -1,81 +1,43 @@
 """Behaviour cloning: a tanh-Gaussian policy fit by maximum likelihood to the dataset's actions.
 
-A baseline of the poster's table and the reference policy pi_ref of ARMOR.
+A baseline of the poster's table and the reference policy pi_ref of ARMOR. The whole algorithm
+is the cloning part (:mod:`offrl_jax.parts.cloning`), which ATAC's and ARMOR's warm start share.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-import flax.struct
-import jax
-import jax.numpy as jnp
-import optax
-
 from offrl_jax.algorithms.base import Algorithm, Registration
-from offrl_jax.data import sample_batch
-from offrl_jax.networks import (
-    TanhGaussianPolicy,
-    squashed_action,
-    tanh_gaussian_log_prob_of_action,
-)
+from offrl_jax.parts import cloning
 
 
 @dataclasses.dataclass(frozen=True)
-class BCConfig:
-    hidden_dims: tuple[int, ...] = (256, 256)
-    learning_rate: float = 1e-3
-    batch_size: int = 256
+class BCConfig(cloning.Config):
+    """The cloning part's settings, addressed as BC's own (``bc.batch_size``)."""
 
 
-@flax.struct.dataclass
-class BCState:
-    actor_params: dict
-    opt_state: optax.OptState
-    step: jax.Array
+BCState = cloning.State
 
 
 @dataclasses.dataclass(frozen=True)
 class BC(Algorithm):
-    """``BC(config, spec)``; ``spec`` needs ``obs_dim`` and ``act_dim``. Also the behaviour
-    cloning part of ATAC's and ARMOR's warm start."""
+    """``BC(config, spec)``; ``spec`` needs ``obs_dim`` and ``act_dim``."""
 
     config: BCConfig
     name = "bc"
 
     def __post_init__(self):
-        self._parts(policy=TanhGaussianPolicy(self.config.hidden_dims, self.spec.act_dim),
-                    tx=optax.adam(self.config.learning_rate))
+        self._parts(cloner=cloning.Cloner(self.config, self.spec.obs_dim, self.spec.act_dim))
 
     def init(self, key, dataset=None, pretrained=None) -> BCState:
-        params = self.policy.init(key, jnp.zeros((1, self.spec.obs_dim)))
-        return self.state_from(params)
-
-    def state_from(self, actor_params) -> BCState:
-        """A fresh optimizer around given actor parameters."""
-        return BCState(actor_params, self.tx.init(actor_params), jnp.zeros((), jnp.int32))
-
-    def log_likelihood(self, actor_params, observations, actions):
-        """``(B,)`` log pi(a|s) of the given actions."""
-        mean, log_std = self.policy.apply(actor_params, observations)
-        return tanh_gaussian_log_prob_of_action(mean, log_std, actions)
+        return self.cloner.init(key)
 
     def update(self, state: BCState, dataset, key):
-        batch = sample_batch(dataset, key, self.config.batch_size)
-
-        def loss_fn(params):
-            return -jnp.mean(self.log_likelihood(params, batch.observations, batch.actions))
-
-        loss, grads = jax.value_and_grad(loss_fn)(state.actor_params)
-        updates, opt_state = self.tx.update(grads, state.opt_state, state.actor_params)
-        params = optax.apply_updates(state.actor_params, updates)
-        mse = jnp.mean((self.act(state, batch.observations, key) - batch.actions) ** 2)
-        return (state.replace(actor_params=params, opt_state=opt_state, step=state.step + 1),
-                {"nll": loss, "action_mse": mse})
+        return self.cloner.update(state, dataset, key)
 
     def act(self, state: BCState, obs, key, deterministic: bool = True):
-        mean, log_std = self.policy.apply(state.actor_params, obs)
-        return squashed_action(mean, log_std, key, deterministic)
+        return self.cloner.act(state, obs, key, deterministic)
 
 
 ALGORITHM = Registration("bc", BCConfig, BC)

@@ -28,8 +28,8 @@ import jax
 import jax.numpy as jnp
 
 from offrl_jax.algorithms.base import Algorithm, Registration
-from offrl_jax.models import EnsembleState
 from offrl_jax.parts import conservative, dynamics, rollouts, sac
+from offrl_jax.parts.dynamics import EnsembleState
 
 
 @dataclasses.dataclass(frozen=True)

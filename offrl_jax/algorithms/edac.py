@@ -7,7 +7,7 @@ needs hundreds of critics on some datasets. EDAC makes the critics' action-gradi
 dataset's (s, a) point in different directions, so a few critics disagree quickly off the data.
 Per update, on a dataset minibatch:
 
-1. the critic step of SAC-N (:func:`offrl_jax.algorithms.sacn.critic_step`: every critic onto
+1. the critic step of SAC-N (:func:`offrl_jax.parts.sacn.critic_step`: every critic onto
    the TD target with the minimum over all N target critics) with, added to its loss, ``eta``
    times the ensemble similarity :func:`ensemble_similarity` of the critics' action-gradients
    :func:`action_gradients` at the minibatch's (s, a) (:meth:`EDAC.diversity_loss`):
@@ -34,9 +34,9 @@ import jax
 import jax.numpy as jnp
 
 from offrl_jax.algorithms.base import Algorithm, Registration
-from offrl_jax.algorithms.sacn import clipped_ensemble_step
 from offrl_jax.data import sample_batch
 from offrl_jax.parts import sac
+from offrl_jax.parts.sacn import clipped_ensemble_step
 
 # Added to each gradient's norm before dividing, as the official code does: a zero gradient
 # stays zero instead of becoming 0/0.

@@ -38,9 +38,9 @@ import jax
 import jax.numpy as jnp
 
 from offrl_jax.algorithms.base import Algorithm, Registration
-from offrl_jax.models import EnsembleState, sample_members
-from offrl_jax.models.buffer import Transitions
 from offrl_jax.parts import dynamics, rollouts, sac
+from offrl_jax.parts.dynamics import EnsembleState, sample_members
+from offrl_jax.parts.rollouts import Transitions
 
 PENALTY_TARGETS = ("next_value", "bellman")
 

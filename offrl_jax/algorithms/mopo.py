@@ -30,9 +30,9 @@ import jax
 import jax.numpy as jnp
 
 from offrl_jax.algorithms.base import Algorithm, Registration
-from offrl_jax.models import PENALTY_NAMES, EnsembleState
-from offrl_jax.models.buffer import Transitions
 from offrl_jax.parts import dynamics, rollouts, sac
+from offrl_jax.parts.dynamics import PENALTY_NAMES, EnsembleState
+from offrl_jax.parts.rollouts import Transitions
 
 
 @dataclasses.dataclass(frozen=True)

@@ -31,9 +31,9 @@ import jax
 import jax.numpy as jnp
 
 from offrl_jax.algorithms.base import Algorithm, Registration
-from offrl_jax.models import EnsembleState, predict, uncertainty_penalties
-from offrl_jax.models.buffer import Transitions
 from offrl_jax.parts import dynamics, rollouts, sac
+from offrl_jax.parts.dynamics import EnsembleState, predict, uncertainty_penalties
+from offrl_jax.parts.rollouts import Transitions
 
 DISAGREEMENT = "pairwise_max_state"
 

@@ -2,7 +2,7 @@
 
 ``offrl data export-behaviour --env ENV --work-dir DIR`` reads the run's checkpoints (one every
 evaluation, the saved state of :func:`offrl_jax.generation.behaviour.train_behaviour`) and
-writes ``offrl_jax/generation/policies/<env>/`` (layout in :mod:`offrl_jax.generation.policies`):
+writes ``offrl_jax/generation/policies/<env>/`` (layout in :mod:`offrl_jax.policies`):
 
 - expert: the ``candidates`` checkpoints with the best training evaluations are re-evaluated
   with ``eval_episodes`` episodes (actions sampled, as the data is collected) and the best is
@@ -29,8 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from offrl_jax import policies
 from offrl_jax.evaluation import Evaluator
-from offrl_jax.generation import policies
 from offrl_jax.generation.reference import d4rl_stats
 from offrl_jax.parts import sac
 from offrl_jax.tasks import get_env_spec, normalized_score

@@ -3,7 +3,7 @@
 Two sources of behaviour policies:
 
 - **shipped** (the default wherever ``offrl_jax/generation/policies/<env>/`` exists, see
-  :mod:`offrl_jax.generation.policies`): no training. medium and expert are the shipped
+  :mod:`offrl_jax.policies`): no training. medium and expert are the shipped
   snapshots, sampled stochastically; medium-replay replays the shipped schedule (uniform
   warm-up, then each training snapshot for its share of transitions); random is uniform
   actions; medium-expert is medium then expert. Sizes: the profile's ``dataset_size`` for
@@ -30,6 +30,7 @@ from types import SimpleNamespace
 import numpy as np
 from tqdm.auto import tqdm
 
+from offrl_jax import policies
 from offrl_jax.data import (
     DatasetError,
     cache_dir,
@@ -41,10 +42,10 @@ from offrl_jax.data import (
     write_d4rl_hdf5,
 )
 from offrl_jax.data.validate import derive_episode_ids
-from offrl_jax.generation import policies
 from offrl_jax.generation.behaviour import TRANSITION_KEYS, BehaviourRun, train_behaviour
 from offrl_jax.generation.collect import collect_dataset, concatenate_datasets
 from offrl_jax.generation.profiles import GenerationProfile, get_profile
+from offrl_jax.generation.versions import data_source, data_version
 from offrl_jax.results.report import library_versions
 from offrl_jax.tasks import DATASET_KINDS, get_env_spec, normalized_score
 
@@ -62,22 +63,6 @@ def arrays_checksum(arrays) -> str:
 
 
 FULL_SIZE = 1_000_000  # D4RL's transitions per random / medium / expert file
-
-
-def data_source(env: str, profile: GenerationProfile) -> str:
-    """"shipped" where shipped policies exist (any profile but the tests' ``tiny``), else
-    "trained"."""
-    if profile.name != "tiny" and policies.has_shipped_policies(env):
-        return "shipped"
-    return "trained"
-
-
-def data_version(env: str, profile: GenerationProfile) -> str:
-    """The versioned name of the data this profile makes for ``env``: the shipped policies'
-    ``data_version`` (``gen1``), or ``trained-<profile>`` for data trained on this machine."""
-    if data_source(env, profile) == "shipped":
-        return policies.load_manifest(env)["data_version"]
-    return f"trained-{profile.name}"
 
 
 def dataset_id(env: str, kind: str, version: str) -> str:

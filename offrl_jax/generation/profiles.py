@@ -2,7 +2,7 @@
 
 ``full`` follows D4RL (1M-step SAC, 1M transitions per dataset); ``quick`` fits a 2-core CPU;
 ``tiny`` exists for the tests. Per-environment step budgets are data, not code. Where an
-environment has shipped behaviour policies (:mod:`offrl_jax.generation.policies`), ``quick`` and
+environment has shipped behaviour policies (:mod:`offrl_jax.policies`), ``quick`` and
 ``full`` only collect from them (``dataset_size`` rows per policy); the training budgets apply to
 ``offrl data train-behaviour`` and to environments without shipped policies.
 """

@@ -10,6 +10,11 @@ A model is a function of the init key, the dataset and this config only: :func:`
 derives its key the same way in every algorithm, so for one seed and dataset MOPO, COMBO,
 MOReL and RAMBO fit the IDENTICAL ensemble, and :func:`model_id` names it. The training loop
 fits it once per seed and shares it (:mod:`offrl_jax.models.store`).
+
+Algorithms reach the model through this part: besides fitting it, the part hands them what they
+read from it (:func:`predict`, :func:`sample_members`, :func:`uncertainty_penalties` and
+:data:`PENALTY_NAMES`, :func:`training_loss` for RAMBO's adversary, the state type
+:class:`EnsembleState`).
 """
 
 from __future__ import annotations
@@ -19,7 +24,22 @@ import dataclasses
 import jax
 import numpy as np
 
-from offrl_jax.models import EnsembleConfig, EnsembleState, train_ensemble
+from offrl_jax.models import (
+    PENALTY_NAMES,
+    EnsembleConfig,
+    EnsembleState,
+    predict,
+    sample_members,
+    train_ensemble,
+    uncertainty_penalties,
+)
+from offrl_jax.models.ensemble import training_loss
+
+__all__ = [
+    "MODEL_KEY_TAG", "PAPER_WEIGHT_DECAYS", "PENALTY_NAMES", "Config", "EnsembleState",
+    "SharedModel", "fit", "fit_or_take", "model_id", "model_key", "predict", "sample_members",
+    "training_loss", "uncertainty_penalties",
+]
 
 # fold_in tag of the dynamics model's key. fold_in(key, i) equals split(key, n)[i] (JAX's
 # partitionable threefry), so a small tag would collide with the keys algorithms split from the

@@ -25,6 +25,7 @@ from offrl_jax.networks import (
     sample_tanh_gaussian,
     squashed_action,
 )
+from offrl_jax.parts import set_parts
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,8 +80,7 @@ class Agent:
             "target_entropy": (-float(self.act_dim) if config.target_entropy is None
                                else config.target_entropy),
         }
-        for name, part in parts.items():
-            object.__setattr__(self, name, part)
+        set_parts(self, **parts)
 
     def init(self, key) -> State:
         actor_key, critic_key = jax.random.split(key)

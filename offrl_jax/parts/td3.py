@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import optax
 
 from offrl_jax.networks import DeterministicTanhPolicy, QEnsemble
+from offrl_jax.parts import set_parts
 
 # Added to the dataset's per-dimension state std before dividing (official TD3+BC and ReBRAC).
 STATE_STD_EPS = 1e-3
@@ -116,8 +117,7 @@ class Agent:
             "actor_tx": optax.adam(config.actor_lr),
             "critic_tx": optax.adam(config.critic_lr),
         }
-        for name, part in parts.items():
-            object.__setattr__(self, name, part)
+        set_parts(self, **parts)
 
     def init(self, key) -> State:
         actor_key, critic_key = jax.random.split(key)

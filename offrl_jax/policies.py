@@ -1,5 +1,8 @@
 """Behaviour policies shipped in the repository, from which every machine regenerates the same
-(statistically) datasets without training anything.
+(statistically) datasets without training anything, and the actor files they are made of.
+
+Generation writes and reads them; an algorithm may start from one (ARMOR's reference policy), so
+this module stands below both.
 
 Layout: ``offrl_jax/generation/policies/<env>/`` holds
 
@@ -25,7 +28,7 @@ import numpy as np
 
 from offrl_jax.data._io import atomic_output
 
-POLICY_ROOT = Path(__file__).parent / "policies"
+POLICY_ROOT = Path(__file__).parent / "generation" / "policies"
 MANIFEST_FORMAT = 1
 
 
