@@ -35,6 +35,7 @@ from benchmarks.common import device_name, load_note
 from offrl_jax.algorithms import bc, morel
 from offrl_jax.data import load_task_dataset
 from offrl_jax.data.locate import find_task_dataset
+from offrl_jax.generation.versions import task_generated_file
 from offrl_jax.models import predict, rollout, uncertainty_penalties
 from offrl_jax.tasks import get_env_spec, get_task
 from offrl_jax.training import runner
@@ -163,8 +164,9 @@ def main(argv=None):
 
     task = get_task(args.task)
     spec = get_env_spec(task.env)
-    data_file, _ = find_task_dataset(task, args.data_profile)
-    dataset = load_task_dataset(task, args.data_profile)
+    generated = task_generated_file(task, args.data_profile)
+    data_file, _ = find_task_dataset(task, generated)
+    dataset = load_task_dataset(task, generated)
     profile = runner.RUN_PROFILES[args.model_profile]
     overrides = runner._config_overrides(morel.ALGORITHM, profile,
                                          profile.train_for("morel"), {})

@@ -148,7 +148,7 @@ def test_shared_models_are_fitted_once_before_the_cells(toy_task, tmp_path):
     assert report["fitted"] == SEEDS and report["reused"] == []
     assert {p.relative_to(out).parts[0] for p in out.rglob("*")} == {"models"}
     assert sorted(p.name for p in (out / "models").iterdir()) == sorted(report["files"])
-    dataset = load_task_dataset(task, "tiny")
+    dataset = load_task_dataset(task)
     for cell in (combo, morel):
         trainer = Trainer(get_algorithm(cell.algorithm), cell.config, dataset, task.spec,
                           SEEDS, cell.train, model_store=ModelStore(out / "models"), log=None)
@@ -165,7 +165,7 @@ def test_a_worker_refuses_data_whose_sha256_differs(toy_hopper_dataset, tmp_path
     assert data["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest() == path_sha256(path)
     cell = _tiny_cell("bc", argument, task, data, tmp_path / "run")
     jax.tree_util.tree_map(np.testing.assert_array_equal, load_cell_dataset(cell)[1],
-                           load_task_dataset(task, "tiny"))
+                           load_task_dataset(task))
 
     # Another dataset at the same path (regenerated on one host, say): refused, naming the file
     # and both digests, before the cell writes anything.

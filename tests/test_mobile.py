@@ -343,7 +343,7 @@ def test_tiny_run_through_the_runner_stores_a_model_mopo_reuses(toy_hopper_datas
     profile = runner.RUN_PROFILES["tiny"]
     config = mopo.ALGORITHM.make_config(task.name, runner._config_overrides(
         mopo.ALGORITHM, profile, profile.train, two_elites))
-    report = Trainer(mopo.ALGORITHM, config, load_task_dataset(task, "tiny"), task.spec, seeds,
+    report = Trainer(mopo.ALGORITHM, config, load_task_dataset(task), task.spec, seeds,
                      profile.train, model_store=ModelStore(tmp_path / "run" / "models"),
                      log=None).prepare_models()
     assert report["reused"] == seeds and report["fitted"] == []

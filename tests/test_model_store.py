@@ -112,7 +112,7 @@ def test_runner_fits_each_seed_once_and_the_store_changes_no_numbers(shared_run)
     combo = get_algorithm("combo")
     config = combo.make_config(task.name, runner._config_overrides(
         combo, SHORT, SHORT.train, {}))
-    alone = Trainer(combo, config, load_task_dataset(task, "tiny"), task.spec, SEEDS,
+    alone = Trainer(combo, config, load_task_dataset(task), task.spec, SEEDS,
                     SHORT.train, log=None).run()["records"]  # no store: fits its own models
     fields = ("seed", "step", "return", "normalized_score", "metrics")
     assert [{k: r[k] for k in fields} for r in shared] == [{k: r[k] for k in fields}

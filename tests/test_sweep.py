@@ -40,7 +40,7 @@ def iql_runs(toy_hopper_dataset, tmp_path_factory):
     task = parse_task_argument(task_arg)
     iql = get_algorithm("iql")
     default = float(iql.make(iql.make_config(), task.spec).init(
-        jax.random.PRNGKey(0), load_task_dataset(task, "tiny")).reward_scale)
+        jax.random.PRNGKey(0), load_task_dataset(task)).reward_scale)
     values = [default / 2, default]
     run_dir = root / "run"
     runner.run_benchmark(["iql"], [task_arg], SEEDS, "tiny", run_dir, progress=False,

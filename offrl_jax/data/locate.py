@@ -7,8 +7,9 @@ Resolution order of :func:`load_task_dataset` (the first that exists wins):
    for a task named by a Minari id; a missing path is an error, not a fallback;
 2. a real D4RL download in ``$OFFRL_D4RL_DIR``: ``{env}_{kind with '-' -> '_'}-v2.hdf5``
    (D4RL's own names, e.g. ``hopper_medium_replay-v2.hdf5``), then ``{env}-{kind}-v2.hdf5``;
-3. the suite's generated file ``generated_dataset_path(env, kind, profile)`` (its name carries
-   the data version, e.g. ``hopper-medium-gen1.hdf5``).
+3. the suite's generated file, when the caller names it (``generated``: the generation layer
+   decides which version a profile makes, :func:`offrl_jax.generation.versions.generated_file`;
+   its name carries the data version, e.g. ``hopper-medium-gen1.hdf5``).
 
 Otherwise FileNotFoundError lists every place looked. Data is always validated against the
 task's environment dimensions.
@@ -49,20 +50,12 @@ def _check_plain(**values: str) -> None:
             raise ValueError(f"dataset {label} must be a plain name, found {value!r}")
 
 
-def generated_dataset_path(env: str, kind: str, profile: str, version: str | None = None
-                           ) -> Path:
-    """``<cache_dir>/generated/<profile>/<env>-<kind>-<version>.hdf5``, where the generator
-    writes. ``version`` defaults to the data version the generator makes for this environment
-    and profile (``gen1`` from the shipped policies, ``trained-<profile>`` otherwise), so files
-    of another version are never picked up."""
+def generated_dataset_path(env: str, kind: str, profile: str, version: str) -> Path:
+    """``<cache_dir>/generated/<profile>/<env>-<kind>-<version>.hdf5``: the layout of the
+    generated data in the cache (the generator writes there; which version a profile makes is
+    the generator's, :func:`offrl_jax.generation.versions.generated_file`)."""
     get_env_spec(env)
-    _check_plain(kind=kind, profile=profile)
-    if version is None:
-        from offrl_jax.generation.generate import data_version
-        from offrl_jax.generation.profiles import get_profile
-
-        version = data_version(env, get_profile(profile))
-    _check_plain(version=version)
+    _check_plain(kind=kind, profile=profile, version=version)
     return cache_dir() / "generated" / profile / f"{env}-{kind}-{version}.hdf5"
 
 
@@ -75,8 +68,11 @@ def d4rl_candidate_paths(env: str, kind: str) -> list[Path]:
             d4rl_dir / f"{env}-{kind}-v2.hdf5"]
 
 
-def find_task_dataset(task: Task | str, profile: str = "quick") -> tuple[Path, str]:
+def find_task_dataset(task: Task | str, generated: str | Path | None = None
+                      ) -> tuple[Path, str]:
     """``(path, fmt)`` of the data :func:`load_task_dataset` would read; fmt "d4rl" or "minari".
+    ``generated``: the suite's generated file to fall back to for a built-in task (under
+    ``<cache_dir>/generated/<profile>/``, :func:`generated_dataset_path`), None for none.
 
     Raises FileNotFoundError naming every place looked.
     """
@@ -95,20 +91,24 @@ def find_task_dataset(task: Task | str, profile: str = "quick") -> tuple[Path, s
         looked.append(str(candidate))
     if _env_path(D4RL_DIR_VAR) is None:
         looked.append(f"${D4RL_DIR_VAR} (not set)")
-    generated = generated_dataset_path(task.env, task.kind, profile)
-    if generated.is_file():
-        return generated, "d4rl"
-    looked.append(str(generated))
+    hint = ""
+    if generated is not None:
+        generated = Path(generated)
+        if generated.is_file():
+            return generated, "d4rl"
+        looked.append(str(generated))
+        hint = f" (profile {generated.parent.name!r})"
     raise FileNotFoundError(
         f"no dataset for task {task.name!r}; looked in: {'; '.join(looked)}. "
-        f"Generate one with `offrl data generate --env {task.env}` "
-        f"(profile {profile!r}), or set {D4RL_DIR_VAR} to a folder of D4RL v2 .hdf5 files.")
+        f"Generate one with `offrl data generate --env {task.env}`{hint}, "
+        f"or set {D4RL_DIR_VAR} to a folder of D4RL v2 .hdf5 files.")
 
 
-def load_task_dataset(task: Task | str, profile: str = "quick") -> Dataset:
-    """Load and validate a task's dataset (order in the module docstring)."""
+def load_task_dataset(task: Task | str, generated: str | Path | None = None) -> Dataset:
+    """Load and validate a task's dataset (order in the module docstring; ``generated`` as in
+    :func:`find_task_dataset`)."""
     task = get_task(task) if isinstance(task, str) else task
-    path, fmt = find_task_dataset(task, profile)
+    path, fmt = find_task_dataset(task, generated)
     if task.minari_id is not None:
         return read_minari_id(task.minari_id, env=task.env)
     if fmt == "minari":

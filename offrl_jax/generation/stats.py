@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from offrl_jax.data import generated_dataset_path, read_d4rl_hdf5, read_d4rl_metadata, read_minari
+from offrl_jax.data import read_d4rl_hdf5, read_d4rl_metadata, read_minari
 from offrl_jax.generation.generate import dataset_statistics, return_statistics
 from offrl_jax.generation.reference import d4rl_stats, within_target
+from offrl_jax.generation.versions import generated_file
 from offrl_jax.tasks import DATASET_KINDS
 
 HEADER = ("| dataset | transitions | episodes | normalized mean +- std | normalized max "
@@ -58,7 +59,7 @@ def stats_table(envs, profile: str, files=()) -> str:
     rows = [HEADER]
     for env in envs:
         for kind in DATASET_KINDS:
-            path = generated_dataset_path(env, kind, profile)
+            path = generated_file(env, kind, profile)
             stats, name = None, path.stem
             if path.is_file():
                 meta = read_d4rl_metadata(path)

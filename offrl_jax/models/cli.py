@@ -70,12 +70,13 @@ def _field(dataset, name: str) -> np.ndarray:
 
 def _train_command(args) -> int:
     from offrl_jax.data import load_task_dataset
+    from offrl_jax.generation.versions import task_generated_file
     from offrl_jax.tasks import parse_task_argument
 
     task = parse_task_argument(args.task)
     profile_name = args.profile or default_profile()
     profile = PROFILES[profile_name]
-    dataset = load_task_dataset(task, profile=profile.data_profile)
+    dataset = load_task_dataset(task, task_generated_file(task, profile.data_profile))
     obs, act, rew, next_obs = (_field(dataset, name) for name in _FIELDS)
     rew = rew.reshape(-1)
     total = obs.shape[0]

@@ -136,7 +136,7 @@ def load_cell_dataset(cell: Cell) -> tuple[Task, Dataset]:
             f"driver at {path}; every node must see the data at the driver's path")
     if task.path is None:  # a built-in task: the driver's file, not this host's own lookup
         task = dataclasses.replace(task, path=path, fmt=cell.data["format"])
-    return task, load_task_dataset(task, cell.data_profile)
+    return task, load_task_dataset(task)
 
 
 def _task_and_dataset(cell: Cell, dataset: Dataset | None) -> tuple[Task, Dataset]:

@@ -26,6 +26,7 @@ from offrl_jax.algorithms.registry import get_algorithm
 from offrl_jax.data import load_task_dataset
 from offrl_jax.evaluation import Evaluator
 from offrl_jax.files import write_text_atomic
+from offrl_jax.generation.versions import task_generated_file
 from offrl_jax.results.labels import cell_name
 from offrl_jax.tasks import parse_task_argument
 from offrl_jax.training.loop import TrainConfig, Trainer
@@ -45,7 +46,7 @@ def reevaluate(run_dir: str | Path, out_dir: str | Path | None = None,
     written = []
     for task_arg in config["tasks"]:
         task = parse_task_argument(task_arg)
-        dataset = load_task_dataset(task, data_profile)
+        dataset = load_task_dataset(task, task_generated_file(task, data_profile))
         for name in config["algorithms"]:
             registration = get_algorithm(name)
             train = TrainConfig(**config["train"][name])

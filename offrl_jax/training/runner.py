@@ -39,6 +39,7 @@ from offrl_jax.data import Dataset, find_task_dataset, load_task_dataset, read_d
 from offrl_jax.data.checksum import path_sha256
 from offrl_jax.evaluation import check_backend
 from offrl_jax.files import write_text_atomic
+from offrl_jax.generation.versions import task_generated_file
 from offrl_jax.results.provenance import provenance, training_commits
 from offrl_jax.results.summary import write_summary
 from offrl_jax.results.tensorboard import require as require_tensorboard
@@ -241,7 +242,7 @@ def check_profile(profile: RunProfile) -> None:
 def ensure_dataset(task: Task, data_profile: str, progress: bool = True) -> dict:
     """Locate the task's data, generating the suite's own when nothing is on disk."""
     try:
-        path, fmt = find_task_dataset(task, data_profile)
+        path, fmt = find_task_dataset(task, task_generated_file(task, data_profile))
     except FileNotFoundError:
         if task.path is not None:
             raise
@@ -250,7 +251,7 @@ def ensure_dataset(task: Task, data_profile: str, progress: bool = True) -> dict
         print(f"generating {task.name} ({data_profile} profile): no dataset on disk",
               flush=True)
         generate_env_datasets(task.env, data_profile, kinds=[task.kind], progress=progress)
-        path, fmt = find_task_dataset(task, data_profile)
+        path, fmt = find_task_dataset(task, task_generated_file(task, data_profile))
     # The bytes a run trains on: a Ray worker refuses a file whose sha256 differs.
     info = {"path": str(Path(path).resolve()), "format": fmt, "dataset_id": Path(path).stem,
             "sha256": path_sha256(path)}
@@ -466,7 +467,8 @@ def run_benchmark(algorithms: list[str], tasks: list[str], seeds: list[int], pro
                                                          progress)
             check_same_data(run_info_path, previous, task.name, run_info["data"][task.name])
             write_text_atomic(run_info_path, json.dumps(run_info, indent=2))
-            dataset = load_task_dataset(task, run_profile.data_profile)
+            dataset = load_task_dataset(
+                task, task_generated_file(task, run_profile.data_profile))
             for algorithm in algos:
                 run_info["train"][algorithm.name] = dataclasses.asdict(trains[algorithm.name])
                 run_info.setdefault("configs", {})[f"{algorithm.name}/{task.name}"] = repr(
