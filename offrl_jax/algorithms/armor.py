@@ -84,8 +84,8 @@ from offrl_jax.algorithms.base import Algorithm, Registration
 from offrl_jax.data import Dataset, sample_batch
 from offrl_jax.networks import TanhGaussianPolicy, sample_tanh_gaussian, squashed_action
 from offrl_jax.parts import atac, dynamics, sac
+from offrl_jax.parts import buffer as model_buffer
 from offrl_jax.parts import dynamics as ensemble
-from offrl_jax.parts import rollouts as model_buffer
 
 MODEL_FITS = ("fitted", "vmax", "nll")
 

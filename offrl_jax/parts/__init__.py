@@ -11,7 +11,9 @@ functions:
   EDAC's);
 - :mod:`~offrl_jax.parts.conservative`: CQL(H)'s conservative critic term;
 - :mod:`~offrl_jax.parts.dynamics`: the dynamics ensemble (or single model), fitted on the data;
-- :mod:`~offrl_jax.parts.rollouts`: model rollouts, their ring buffer and mixed minibatches.
+- :mod:`~offrl_jax.parts.rollouts`: model rollouts, their ring buffer and mixed minibatches;
+- :mod:`~offrl_jax.parts.buffer`: the ring buffer of model transitions, for an algorithm that
+  fills its own (ARMOR).
 
 An algorithm's config nests its parts' configs (``MOPOConfig(agent=sac.Config(actor_lr=1e-4),
 rollouts=rollouts.Config(horizon=5), ...)``), so a setting is declared once, in its part, and
