@@ -47,10 +47,20 @@ class TanhGaussianPolicy(nn.Module):
         return mean, jnp.clip(log_std, LOG_STD_MIN, LOG_STD_MAX)
 
 
+def gaussian_log_density(squared_error, logvar):
+    """Per-dimension log-density of a diagonal Gaussian, ``-0.5 * (z^2 + log sigma^2 + log 2 pi)``,
+    from the squared standardised error ``z^2`` and the log-variance.
+
+    The one place the suite writes it. Each caller standardises as its parameterisation reads
+    (the policies' log-std: ``((x - mean) / exp(log_std)) ** 2`` and ``2 * log_std``; the
+    dynamics models' log-variance: ``(x - mean) ** 2 * exp(-logvar)`` and ``logvar``), so every
+    caller keeps its own operation order and results."""
+    return -0.5 * (squared_error + logvar + jnp.log(2 * jnp.pi))
+
+
 def tanh_gaussian_log_prob(mean, log_std, pre_tanh):
     """Log-density of ``tanh(pre_tanh)`` under the squashed Gaussian, summed over action dims."""
-    gaussian = -0.5 * (((pre_tanh - mean) / jnp.exp(log_std)) ** 2 + 2 * log_std
-                       + jnp.log(2 * jnp.pi))
+    gaussian = gaussian_log_density(((pre_tanh - mean) / jnp.exp(log_std)) ** 2, 2 * log_std)
     # log(1 - tanh(x)^2) written stably as 2 * (log 2 - x - softplus(-2x)).
     log_det = 2.0 * (jnp.log(2.0) - pre_tanh - jax.nn.softplus(-2.0 * pre_tanh))
     return jnp.sum(gaussian - log_det, axis=-1)
@@ -84,8 +94,8 @@ class GaussianPolicy(nn.Module):
 
 def gaussian_log_prob(mean, log_std, action):
     """Log-density of ``action`` under a diagonal Gaussian, summed over action dims."""
-    return jnp.sum(-0.5 * (((action - mean) / jnp.exp(log_std)) ** 2 + 2 * log_std
-                           + jnp.log(2 * jnp.pi)), axis=-1)
+    return jnp.sum(gaussian_log_density(((action - mean) / jnp.exp(log_std)) ** 2,
+                                        2 * log_std), axis=-1)
 
 
 class QEnsemble(nn.Module):

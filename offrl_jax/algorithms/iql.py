@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
@@ -29,7 +28,13 @@ import optax
 
 from offrl_jax.algorithms.base import Algorithm, Registration
 from offrl_jax.data import sample_batch
-from offrl_jax.networks import MLP, GaussianPolicy, QEnsemble, gaussian_log_prob
+from offrl_jax.networks import (
+    MLP,
+    DeterministicTanhPolicy,
+    GaussianPolicy,
+    QEnsemble,
+    gaussian_log_prob,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,17 +57,6 @@ class IQLConfig:
         if self.policy not in ("gaussian", "deterministic"):
             raise ValueError(f"IQLConfig.policy must be 'gaussian' or 'deterministic', found "
                              f"{self.policy!r}")
-
-
-class DeterministicPolicy(nn.Module):
-    """``obs -> action``, bounded by tanh (``policy="deterministic"``)."""
-
-    hidden_dims: tuple[int, ...]
-    act_dim: int
-
-    @nn.compact
-    def __call__(self, obs):
-        return jnp.tanh(MLP(self.hidden_dims, self.act_dim)(obs))
 
 
 @flax.struct.dataclass
@@ -104,7 +98,7 @@ class IQL(Algorithm):
         config = self.config
         actor = (GaussianPolicy(config.hidden_dims, self.spec.act_dim)
                  if config.policy == "gaussian" else
-                 DeterministicPolicy(config.hidden_dims, self.spec.act_dim))
+                 DeterministicTanhPolicy(config.hidden_dims, self.spec.act_dim))
         self._parts(actor=actor,
                     critic=QEnsemble(config.hidden_dims, 2), value=MLP(config.hidden_dims, 1),
                     actor_tx=optax.adam(optax.cosine_decay_schedule(config.actor_lr,

@@ -42,10 +42,9 @@ import optax
 
 from offrl_jax.algorithms.base import Algorithm, Registration
 from offrl_jax.data import sample_batch
-from offrl_jax.models import EnsembleState, predict
-from offrl_jax.models.ensemble import training_loss
-from offrl_jax.networks import tanh_gaussian_log_prob_of_action
+from offrl_jax.networks import gaussian_log_density, tanh_gaussian_log_prob_of_action
 from offrl_jax.parts import dynamics, rollouts, sac
+from offrl_jax.parts.dynamics import EnsembleState, predict, training_loss
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,8 +89,8 @@ class RAMBOState:
 
 def _gaussian_log_prob(mean, logvar, target):
     """Sum over output dims of log N(target; mean, exp(logvar)); broadcasts over members."""
-    return -0.5 * jnp.sum((target - mean) ** 2 * jnp.exp(-logvar) + logvar
-                          + jnp.log(2 * jnp.pi), axis=-1)
+    return jnp.sum(gaussian_log_density((target - mean) ** 2 * jnp.exp(-logvar), logvar),
+                   axis=-1)
 
 
 def elite_mixture_log_prob(ensemble: EnsembleState, mean, logvar, target):
