@@ -293,8 +293,8 @@ def _holdout_metrics(mean, logvar, targets):
     """mean, logvar (M, n, D), targets (n, D) -> mse (M,), nll (M,), mse per dim (M, D)."""
     sq = jnp.square(mean - targets)
     mse_per_dim = jnp.mean(sq, axis=1)
-    # Not networks.gaussian_log_density: that sums in another order, which moves the stored
-    # holdout_nll (and the elites it ranks) in the last bits.
+    # Not networks.gaussian_log_density: that adds in another order, which moves the stored
+    # holdout_nll in the last bits.
     nll = 0.5 * jnp.mean(math.log(2 * math.pi) + logvar + sq * jnp.exp(-logvar), axis=(1, 2))
     return jnp.mean(mse_per_dim, axis=-1), nll, mse_per_dim
 
