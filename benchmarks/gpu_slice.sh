@@ -1,86 +1,131 @@
 #!/usr/bin/env bash
-# "The GPU slice": the validate profile's costly algorithms on one GPU within a fixed wall-clock
-# budget, then the device check, in one command (docs/validation.md, docs/speed.md).
+# One device window, one command: install what the machine lacks, run the device check within
+# its budget, then advance the costly eight's validate cells on hopper-medium-replay (from the
+# checkpoints carried in) for the time left, and pack what comes back.
 #
-#   benchmarks/gpu_slice.sh OUT [TRAIN_S] [CHECK_S]
+#   benchmarks/gpu_slice.sh OUT [WINDOW_S] [CHECK_S]
 #
-# Each algorithm is its own `offrl bench --profile validate` process (one task, SEEDS vmapped
-# seeds, UPDATES updates, an evaluation of 10 episodes every EVAL_EVERY updates). By default they
-# run one after another, each with an equal share of what is left of TRAIN_S (time an algorithm
-# does not use passes to the next). PARALLEL=1 starts them all at once instead: measured on an
-# H200 (docs/speed.md), eight processes sharing the card ran far below a fair share of the
-# one-process rate (ARMOR 36 updates/s with 3 seeds, against 1441 for one seed alone), so it
-# is kept only for comparison. A process stops at its deadline whatever it has reached; the
-# records of the evaluations it made are kept (appended one evaluation at a time), so an
-# algorithm that did not finish has a learning curve up to where its time ended, and its log
-# says how far it got. A second call into the same OUT resumes every cell from its checkpoint.
-# Then `python -m benchmarks.device_check` measures clean updates/s for CHECK_S seconds.
-# Everything small is packed into OUT/gpu_slice.tar.gz (checkpoints and fitted models left out),
-# once after training and again after the device check; PACK_TO=DIR also copies it there.
+# WINDOW_S (default 480) bounds the whole script; CHECK_S (default 240) is the device check's
+# budget (python -m benchmarks.device_check). Steps:
 #
-# The dataset is made first (or found on disk: carry it to a machine without the shipped data
-# cache, as $OFFRL_DATA_DIR/generated/PROFILE/TASK-gen1.hdf5).
+# 1. OUT/machine.txt: date, the commit (OFFRL_COMMIT if given: the device's checkout may not
+#    be the sender's HEAD), the GPU, Python and library versions.
+# 2. When `import mujoco, mujoco.mjx, gymnasium` fails, every wheel of WHEELS_DIR (default
+#    wheels/, made by tools/device_wheels.sh and carried) is installed into /tmp/site, which goes
+#    first on PYTHONPATH. Where they import, nothing is installed.
+# 3. JAX's persistent compilation cache in OFFRL_JAX_CACHE_DIR (default /tmp/offrl_jax_cache):
+#    a second call on the same warm machine reads its programs instead of compiling them.
+# 4. The device check into OUT/device_check/ (its JSON and Markdown).
+# 5. The cells: each of ALGOS (default the costly eight) is one `offrl bench --profile validate
+#    --tasks TASK --seeds SEEDS --algos ALGO --out RUN` process with an equal share of the time
+#    left (time one does not use passes on), stopped at its deadline; a cell resumes from its
+#    checkpoints in RUN and keeps the records of every evaluation it made. RUN (default
+#    /tmp/window_run) starts as a copy of RESUME (a carried run directory such as a copy of
+#    results/validate/hopper-medium-replay/three-seeds with its checkpoints/ and models/, links
+#    resolved: `cp -rL`) when RUN does not exist yet, so a second call continues the first.
+# 6. OUT holds at most six files (the device tool brings back eight, none deeper than two
+#    folders): machine.txt, window.log, device_check.md and .json (copied as soon as the check
+#    ends), window.tar.gz (RUN without checkpoints and models, every log, the device check) and
+#    checkpoints.tar.gz when it is under 15 MB. The logs are written in WORK (a new folder in
+#    /tmp) and reach OUT only in the archive.
 #
-# Environment: ALGOS (default: the eight costly ones), TASK (hopper-medium-replay), SEEDS (3),
-# UPDATES (200000, the cheap algorithms' validate budget), EVAL_EVERY (10000), PROFILE
-# (validate; `tiny` to try the script on a CPU), CHECK_ARGS (extra device_check arguments),
-# BENCH_ARGS (extra `offrl bench` arguments, e.g. the papers' critics on a GPU:
-# "--set sacn.agent.num_qs=200 --set edac.agent.num_qs=50"; the profile's 10 suit a CPU).
+# TINY=1 makes every step small enough for a CPU: the device check's --tiny, the tiny profile's
+# networks and data, 20 updates per cell (its dataset is generated when missing).
+# Environment: ALGOS, TASK (hopper-medium-replay), SEEDS (3), RESUME, RUN, WHEELS_DIR, PYTHON,
+# OFFRL_DATA_DIR (where the task's data is found or made), BENCH_ARGS (extra `offrl bench`
+# arguments), CHECK_ARGS (extra device check arguments).
 set -u
-out=${1:?usage: benchmarks/gpu_slice.sh OUT [TRAIN_S] [CHECK_S]}
-train_s=${2:-400}
-check_s=${3:-110}
-algos=${ALGOS:-cql combo atac rambo armor mobile sacn edac}
+out=${1:?usage: benchmarks/gpu_slice.sh OUT [WINDOW_S] [CHECK_S]}
+window_s=${2:-480}
+check_s=${3:-240}
+start=$(date +%s)
+end=$(( start + window_s - 20 ))  # 20 s kept for packing
 python=${PYTHON:-python3}
+algos=${ALGOS:-cql combo atac rambo armor mobile sacn edac}
+task=${TASK:-hopper-medium-replay}
+run=${RUN:-/tmp/window_run}
+tiny=${TINY:-0}
 mkdir -p "$out"
-export XLA_PYTHON_CLIENT_PREALLOCATE=false  # with PARALLEL=1, several processes share the card
+out=$(cd "$out" && pwd)
+work=${WORK:-$(mktemp -d /tmp/window_XXXXXX)}
+mkdir -p "$work"
+log="$work/window.log"
+say() { echo "[$(( $(date +%s) - start )) s] $*" | tee -a "$log"; }
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+export OFFRL_JAX_CACHE_DIR=${OFFRL_JAX_CACHE_DIR:-/tmp/offrl_jax_cache}
+export OFFRL_COMMIT=${OFFRL_COMMIT:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}
+
+# 2. The wheels, where the simulators do not import.
+if ! "$python" -c "import mujoco, mujoco.mjx, gymnasium" >/dev/null 2>&1; then
+  wheels=${WHEELS_DIR:-wheels}
+  say "installing $(ls "$wheels"/*.whl 2>/dev/null | wc -l) wheels from $wheels"
+  "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site "$wheels"/*.whl >> "$log" 2>&1 || { say "wheel install failed"; exit 1; }
+  export PYTHONPATH="/tmp/site:$PYTHONPATH"
+else
+  say "mujoco, mujoco.mjx and gymnasium import: no install"
+fi
+
+# 1. The machine.
 {
   date -u +%FT%TZ
-  git rev-parse HEAD 2>/dev/null
+  echo "commit $OFFRL_COMMIT (checkout's HEAD: $(git rev-parse HEAD 2>/dev/null || echo none))"
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null
-  nproc
-  "$python" -c "import sys, jax, flax, mujoco; print(sys.version.split()[0], 'jax', jax.__version__, 'flax', flax.__version__, 'mujoco', mujoco.__version__, jax.devices())"
-} > "$out/machine.txt" 2>&1
-cat "$out/machine.txt"
+  echo "cpus $(nproc)"
+  "$python" -c "import sys, jax, flax, mujoco; print(sys.version.split()[0], 'jax', jax.__version__, 'flax', flax.__version__, 'mujoco', mujoco.__version__, jax.devices())" 2>&1 | tail -1
+} > "$work/machine.txt"
+cat "$work/machine.txt" >> "$log"
+cp "$work/machine.txt" "$out/"
 
-# the dataset first, once (a no-op where it is on disk): parallel processes must not race to make it
-task=${TASK:-hopper-medium-replay}
-"$python" -m offrl_jax.cli data generate --env "${task%%-*}" --kinds "${task#*-}" \
-  --profile "${PROFILE:-validate}" > "$out/data.log" 2>&1 || { tail -5 "$out/data.log"; exit 1; }
-# shellcheck disable=SC2086
-bench() {  # bench ALGO SECONDS
-  timeout --signal=TERM --kill-after=10 "$2" \
-    "$python" -m offrl_jax.cli bench --profile "${PROFILE:-validate}" --algos "$1" \
-      --tasks "$task" --seeds "${SEEDS:-3}" \
-      --updates "${UPDATES:-200000}" --eval-every "${EVAL_EVERY:-10000}" \
-      --out "$out/runs/$1" ${BENCH_ARGS:-} > "$out/$1.log" 2>&1
+pack() {
+  cp "$log" "$out/"
+  (cd "$work" && tar -czf "$out/window.tar.gz" --exclude=checkpoints --exclude=models \
+     ./* -C "$(dirname "$run")" "$(basename "$run")" 2>/dev/null)
+  if [ -d "$run/checkpoints" ]; then
+    tar -czf "$out/checkpoints.tar.gz" -C "$run" checkpoints
+    if [ "$(stat -c %s "$out/checkpoints.tar.gz")" -gt 15000000 ]; then
+      say "checkpoints $(du -h "$out/checkpoints.tar.gz" | cut -f1): too large to come back"
+      rm -f "$out/checkpoints.tar.gz"
+    fi
+  fi
 }
-if [ "${PARALLEL:-0}" = 1 ]; then
-  for algo in $algos; do bench "$algo" "$train_s" & done
-  wait
+
+# 4. The device check.
+check_flags=(--budget-s "$check_s" --out "$work/device_check")
+[ "$tiny" = 1 ] && check_flags+=(--tiny)
+say "device check, budget $check_s s"
+# shellcheck disable=SC2086
+timeout --kill-after=10 $(( check_s + 120 )) "$python" -m benchmarks.device_check \
+  "${check_flags[@]}" ${CHECK_ARGS:-} > "$work/device_check.log" 2>&1
+say "device check: exit $?; $(grep -m1 -o 'poster.s table: .*h\*\*' "$work/device_check/device_check.md" 2>/dev/null)"
+cp "$work"/device_check/device_check.* "$log" "$out/" 2>/dev/null
+
+# 5. The cells, for the time left.
+if [ "$tiny" = 1 ]; then
+  profile=tiny; schedule=(--updates 20 --eval-every 10 --eval-episodes 2)
 else
-  end=$(( $(date +%s) + train_s ))
-  left=$(echo $algos | wc -w)
-  for algo in $algos; do
-    share=$(( (end - $(date +%s)) / left ))
-    if [ "$share" -ge 5 ]; then bench "$algo" "$share"; else echo "$algo: no time left" > "$out/$algo.log"; fi
-    left=$(( left - 1 ))
-  done
+  profile=validate; schedule=()
 fi
+if [ ! -d "$run" ] && [ -n "${RESUME:-}" ]; then
+  cp -rL "$RESUME" "$run" && say "resuming from $RESUME"
+fi
+mkdir -p "$run"
+"$python" -m offrl_jax.cli data generate --env "${task%%-*}" --kinds "${task#*-}" \
+  --profile "$profile" > "$work/data.log" 2>&1 || { say "data: $(tail -1 "$work/data.log")"; }
+left=$(echo $algos | wc -w)
 for algo in $algos; do
-  printf '%s: ' "$algo"; tr '\r' '\n' < "$out/$algo.log" | grep -E 'eval [0-9]+/|Error|error' | tail -1
+  share=$(( (end - $(date +%s)) / left ))
+  left=$(( left - 1 ))
+  if [ "$share" -lt 30 ]; then say "$algo: ${share} s left, not started"; continue; fi
+  say "$algo: up to $share s"
+  # shellcheck disable=SC2086
+  timeout --signal=TERM --kill-after=15 "$share" "$python" -m offrl_jax.cli bench \
+    --profile "$profile" --algos "$algo" --tasks "$task" --seeds "${SEEDS:-3}" \
+    "${schedule[@]}" --out "$run" ${BENCH_ARGS:-} > "$work/$algo.log" 2>&1
+  status=$?
+  say "$algo: exit $status; $(tr '\r' '\n' < "$work/$algo.log" | grep -E 'eval [0-9]+/|Error|error' | tail -1)"
 done
-
-pack() {  # the small files so far into one archive (and a copy into $PACK_TO, if set)
-  tar -czf "$out/gpu_slice.tar.gz" --exclude=checkpoints --exclude=models -C "$out" \
-    $(cd "$out" && ls -d machine.txt runs device_check ./*.log 2>/dev/null)
-  if [ -n "${PACK_TO:-}" ]; then cp "$out/gpu_slice.tar.gz" "$PACK_TO/"; fi
-}
-pack  # the training results are safe before the device check starts
-
-# shellcheck disable=SC2086
-timeout --kill-after=10 $((check_s + 120)) "$python" -m benchmarks.device_check \
-  --budget-s "$check_s" --out "$out/device_check" ${CHECK_ARGS:-} > "$out/device_check.log" 2>&1
-tail -5 "$out/device_check.log"
+say "packing into $out"
 pack
-ls -la "$out/gpu_slice.tar.gz"
+ls -l "$out" | tee -a "$log"
+cp "$log" "$out/"

@@ -53,6 +53,20 @@ def test_a_second_compile_reads_the_persistent_cache(tmp_path, toy_hopper_datase
         enable_compilation_cache("off")
 
 
+def test_the_warm_process_reads_the_cache_the_first_one_wrote(tmp_path):
+    enable_compilation_cache(tmp_path, min_compile_s=0)
+    try:
+        dataset = device_check.synthetic_dataset(10)
+        device_check.measure_training("bc", True, 10, dataset, 1, deadline=0.0, max_calls=3)
+        args = device_check.parse_args(["--tiny", "--cache-dir", str(tmp_path)])
+        warm = device_check._warm_process(args, [("bc", 1)], 120)
+        assert "note" not in warm, warm.get("note")
+        [row] = warm["rows"]
+        assert row["algorithm"] == "bc" and row["cache_hits"] >= 1
+    finally:
+        enable_compilation_cache("off")
+
+
 def test_device_check_at_tiny_size(tmp_path):
     result = device_check.main(["--tiny", "--out", str(tmp_path)])
     saved = json.loads((tmp_path / "device_check.json").read_text())
