@@ -19,7 +19,6 @@ import numpy as np
 
 from benchmarks.common import device_name
 from offrl_jax.envs import HostVectorEnv
-from offrl_jax.envs.mjx_env import make_mjx_env
 from offrl_jax.evaluation import Evaluator
 from offrl_jax.tasks import get_env_spec
 
@@ -36,6 +35,8 @@ def host_rate(env: str, batch: int, steps: int) -> float:
 
 
 def device_rate(env: str, batch: int, steps: int) -> tuple[float, float]:
+    from offrl_jax.envs.mjx_env import make_mjx_env  # here: the host rate needs no mujoco.mjx
+
     mjx_env = make_mjx_env(env)
 
     @jax.jit

@@ -10,9 +10,9 @@
 #
 # 1. OUT/machine.txt: date, the commit (OFFRL_COMMIT if given: the device's checkout may not
 #    be the sender's HEAD), the GPU, Python and library versions.
-# 2. When `import mujoco, mujoco.mjx, gymnasium` fails, every wheel of WHEELS_DIR (default
-#    wheels/, made by tools/device_wheels.sh and carried) is installed into /tmp/site, which goes
-#    first on PYTHONPATH. Where they import, nothing is installed.
+# 2. When `import mujoco, gymnasium` fails, every wheel of WHEELS_DIR (default wheels/, made by
+#    tools/device_wheels.sh and carried; mujoco-mjx among them unless made with MJX=0) is
+#    installed into /tmp/site, which goes first on PYTHONPATH. Where they import, nothing is.
 # 3. JAX's persistent compilation cache in OFFRL_JAX_CACHE_DIR (default /tmp/offrl_jax_cache):
 #    a second call on the same warm machine reads its programs instead of compiling them.
 # 4. The device check into OUT/device_check/ (its JSON and Markdown).
@@ -56,14 +56,14 @@ export OFFRL_JAX_CACHE_DIR=${OFFRL_JAX_CACHE_DIR:-/tmp/offrl_jax_cache}
 export OFFRL_COMMIT=${OFFRL_COMMIT:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}
 
 # 2. The wheels, where the simulators do not import.
-if ! "$python" -c "import mujoco, mujoco.mjx, gymnasium" >/dev/null 2>&1; then
+if ! "$python" -c "import mujoco, gymnasium" >/dev/null 2>&1; then
   wheels=${WHEELS_DIR:-wheels}
   say "installing $(ls "$wheels"/*.whl 2>/dev/null | wc -l) wheels from $wheels"
   "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site "$wheels"/*.whl >> "$log" 2>&1 || { say "wheel install failed"; exit 1; }
   export PYTHONPATH="/tmp/site:$PYTHONPATH"
 else
-  say "mujoco, mujoco.mjx and gymnasium import: no install"
+  say "mujoco and gymnasium import: no install"
 fi
 
 # 1. The machine.

@@ -19,5 +19,7 @@ cp "$data" window/data/generated/validate/
 cp -rL "$run" window/run 2>/dev/null || cp -r "$run" window/run
 [ -d window/run/checkpoints ] || echo "note: $run has no checkpoints/: its cells train from the start"
 [ -d window/run/models ] || echo "note: $run has no models/: model-based cells fit their models first"
-du -sh window wheels 2>/dev/null
-du -sc window wheels 2>/dev/null | tail -1 | awk '{ if ($1 > 60000) print "over the 64 MiB a window carries"; }'
+# What travels: the tracked and untracked-but-not-ignored files, and the carried folders.
+{ git ls-files -co --exclude-standard -z | xargs -0 stat -c %s 2>/dev/null
+  find window wheels -type f -printf "%s\n" 2>/dev/null; } |
+  awk '{ s += $1 } END { printf "the tree with window/ and wheels/: %.1f MiB of the 64 MiB a call carries%s\n", s / 1048576, (s > 64 * 1048576) ? " (over: make the wheels with MJX=0, or carry less)" : "" }'
