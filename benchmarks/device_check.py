@@ -255,8 +255,10 @@ def _warm_process(args, measured: list[tuple[str, int]], seconds: float) -> dict
                "--budget-s", str(seconds)] + (["--tiny"] if args.tiny else [])
     rows, note = [], None
     try:
+        # The first process holds its GPU memory: the second takes only what it needs.
         done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60,
-                              cwd=Path(__file__).resolve().parents[1])
+                              cwd=Path(__file__).resolve().parents[1],
+                              env={**os.environ, "XLA_PYTHON_CLIENT_PREALLOCATE": "false"})
         output, note = done.stdout, (None if done.returncode == 0 else
                                      f"exit {done.returncode}: {done.stderr[-300:]}")
     except subprocess.TimeoutExpired as error:

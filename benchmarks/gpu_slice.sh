@@ -53,6 +53,9 @@ log="$work/window.log"
 say() { echo "[$(( $(date +%s) - start )) s] $*" | tee -a "$log"; }
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export OFFRL_JAX_CACHE_DIR=${OFFRL_JAX_CACHE_DIR:-/tmp/offrl_jax_cache}
+# GPU memory taken as needed, not 75% up front: the device check's second process shares the
+# card with the first (the rates of results/validate/gpu-slice were measured so too).
+export XLA_PYTHON_CLIENT_PREALLOCATE=false
 export OFFRL_COMMIT=${OFFRL_COMMIT:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}
 
 # 2. The wheels, where the simulators do not import.
