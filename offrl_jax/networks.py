@@ -2,11 +2,16 @@
 
 Shapes: observations ``(..., obs_dim)``, actions ``(..., act_dim)``; a Q ensemble of ``num_qs``
 members returns ``(num_qs, ...)``.
+
+Every network takes ``init_scheme``, the scheme its Dense layers are initialised by (:data:`INITS`,
+:func:`dense_inits`); the schemes of the reference codes and which algorithm reads which:
+``docs/algorithms.md#network-initialisation``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -14,24 +19,79 @@ import jax.numpy as jnp
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 
+# The initialisation schemes of Dense layers, by name (:func:`dense_inits`):
+# - "flax": flax's defaults, LeCun-normal kernels and zero biases;
+# - "pytorch": PyTorch's nn.Linear, kernel and bias U(-1/sqrt(fan_in), 1/sqrt(fan_in));
+# - "edac": hidden kernels U(-1/sqrt(fan_in), 1/sqrt(fan_in)) and biases 0.1, output kernel and
+#   bias U(-b, b) with b = 3e-3 for a value (Q or V) and 1e-3 for a policy's outputs (official
+#   EDAC's and SAC-N's rlkit networks, CORL's SAC-N, EDAC and ReBRAC);
+# - "orthogonal": every kernel orthogonal with gain sqrt(2), zero biases (official IQL).
+INITS = ("flax", "pytorch", "edac", "orthogonal")
+# The "edac" scheme's output bound by what the output layer gives (``output`` of an MLP).
+EDAC_OUTPUT_BOUNDS = {"value": 3e-3, "policy": 1e-3}
+EDAC_HIDDEN_BIAS = 0.1
+ORTHOGONAL_GAIN = math.sqrt(2.0)
+
+
+def check_init(init: str) -> None:
+    """A ``ValueError`` naming the valid schemes when ``init`` is not one of :data:`INITS`."""
+    if init not in INITS:
+        raise ValueError(f"init must be one of {', '.join(repr(i) for i in INITS)}, found "
+                         f"{init!r}")
+
+
+def _uniform(bound: float) -> Callable:
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+def dense_inits(init: str, fan_in: int, output: str | None = None) -> dict[str, Callable]:
+    """``{"kernel_init": ..., "bias_init": ...}`` of one Dense layer with ``fan_in`` inputs under
+    the scheme ``init``: a hidden layer when ``output`` is None, else an output layer giving a
+    ``"value"`` or a ``"policy"``'s parameters (mean, log-std or action)."""
+    check_init(init)
+    if output is not None and output not in EDAC_OUTPUT_BOUNDS:
+        raise ValueError(f"output must be None or one of {', '.join(EDAC_OUTPUT_BOUNDS)}, "
+                         f"found {output!r}")
+    if init == "flax":  # nn.Dense's own defaults
+        return {"kernel_init": nn.initializers.lecun_normal(),
+                "bias_init": nn.initializers.zeros_init()}
+    if init == "orthogonal":
+        return {"kernel_init": nn.initializers.orthogonal(ORTHOGONAL_GAIN),
+                "bias_init": nn.initializers.zeros_init()}
+    fan_in_bound = 1.0 / math.sqrt(fan_in)
+    if init == "pytorch":
+        return {"kernel_init": _uniform(fan_in_bound), "bias_init": _uniform(fan_in_bound)}
+    if output is None:  # "edac"
+        return {"kernel_init": _uniform(fan_in_bound),
+                "bias_init": nn.initializers.constant(EDAC_HIDDEN_BIAS)}
+    bound = EDAC_OUTPUT_BOUNDS[output]
+    return {"kernel_init": _uniform(bound), "bias_init": _uniform(bound)}
+
 
 class MLP(nn.Module):
     """Dense -> activation per hidden layer (then LayerNorm, with ``layer_norm``: ReBRAC's
-    critics), and a plain Dense output layer."""
+    critics), and a plain Dense output layer; Dense layers initialised by ``init_scheme``,
+    the output layer as one giving ``output`` (``"value"`` or ``"policy"``)."""
 
     hidden_dims: Sequence[int]
     output_dim: int
     activation: str = "relu"
     layer_norm: bool = False
+    init_scheme: str = "flax"
+    output: str = "value"
 
     @nn.compact
     def __call__(self, x):
         act = getattr(nn, self.activation)
         for width in self.hidden_dims:
-            x = act(nn.Dense(width)(x))
+            x = act(nn.Dense(width, **dense_inits(self.init_scheme, x.shape[-1]))(x))
             if self.layer_norm:
                 x = nn.LayerNorm()(x)
-        return nn.Dense(self.output_dim)(x)
+        return nn.Dense(self.output_dim,
+                        **dense_inits(self.init_scheme, x.shape[-1], self.output))(x)
 
 
 class TanhGaussianPolicy(nn.Module):
@@ -39,10 +99,12 @@ class TanhGaussianPolicy(nn.Module):
 
     hidden_dims: Sequence[int]
     act_dim: int
+    init_scheme: str = "flax"
 
     @nn.compact
     def __call__(self, obs):
-        out = MLP(self.hidden_dims, 2 * self.act_dim)(obs)
+        out = MLP(self.hidden_dims, 2 * self.act_dim, init_scheme=self.init_scheme,
+                  output="policy")(obs)
         mean, log_std = jnp.split(out, 2, axis=-1)
         return mean, jnp.clip(log_std, LOG_STD_MIN, LOG_STD_MAX)
 
@@ -80,14 +142,17 @@ def tanh_gaussian_log_prob_of_action(mean, log_std, action, eps=1e-6):
 
 class GaussianPolicy(nn.Module):
     """``obs -> (mean, log_std)`` of an unsquashed Gaussian whose mean is bounded by tanh and
-    whose log-std is one learned vector, the same for every state (official IQL's policy)."""
+    whose log-std is one learned vector, the same for every state (official IQL's policy), zero
+    at initialisation whatever ``init_scheme``."""
 
     hidden_dims: Sequence[int]
     act_dim: int
+    init_scheme: str = "flax"
 
     @nn.compact
     def __call__(self, obs):
-        mean = jnp.tanh(MLP(self.hidden_dims, self.act_dim)(obs))
+        mean = jnp.tanh(MLP(self.hidden_dims, self.act_dim, init_scheme=self.init_scheme,
+                            output="policy")(obs))
         log_std = self.param("log_std", nn.initializers.zeros, (self.act_dim,))
         return mean, jnp.broadcast_to(jnp.clip(log_std, LOG_STD_MIN, LOG_STD_MAX), mean.shape)
 
@@ -105,13 +170,15 @@ class QEnsemble(nn.Module):
     hidden_dims: Sequence[int]
     num_qs: int = 2
     layer_norm: bool = False
+    init_scheme: str = "flax"
 
     @nn.compact
     def __call__(self, obs, act):
         ensemble = nn.vmap(
             MLP, variable_axes={"params": 0}, split_rngs={"params": True},
             in_axes=None, out_axes=0, axis_size=self.num_qs)
-        return ensemble(self.hidden_dims, 1, layer_norm=self.layer_norm)(
+        return ensemble(self.hidden_dims, 1, layer_norm=self.layer_norm,
+                        init_scheme=self.init_scheme)(
             jnp.concatenate([obs, act], axis=-1))[..., 0]
 
 
@@ -129,7 +196,9 @@ class DeterministicTanhPolicy(nn.Module):
     hidden_dims: Sequence[int]
     act_dim: int
     layer_norm: bool = False
+    init_scheme: str = "flax"
 
     @nn.compact
     def __call__(self, obs):
-        return jnp.tanh(MLP(self.hidden_dims, self.act_dim, layer_norm=self.layer_norm)(obs))
+        return jnp.tanh(MLP(self.hidden_dims, self.act_dim, layer_norm=self.layer_norm,
+                            init_scheme=self.init_scheme, output="policy")(obs))

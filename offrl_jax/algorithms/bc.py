@@ -9,12 +9,14 @@ from __future__ import annotations
 import dataclasses
 
 from offrl_jax.algorithms.base import Algorithm, Registration
-from offrl_jax.parts import cloning
+from offrl_jax.parts import cloning, config_repr
 
 
 @dataclasses.dataclass(frozen=True)
 class BCConfig(cloning.Config):
     """The cloning part's settings, addressed as BC's own (``bc.batch_size``)."""
+
+    __repr__ = config_repr
 
 
 BCState = cloning.State

@@ -30,7 +30,8 @@ import optax
 
 from offrl_jax.algorithms.base import Algorithm, Registration
 from offrl_jax.data import Dataset
-from offrl_jax.networks import DeterministicTanhPolicy
+from offrl_jax.networks import DeterministicTanhPolicy, check_init
+from offrl_jax.parts import config_repr, quiet_setting
 from offrl_jax.parts.td3 import STATE_STD_EPS
 
 # fraction x episodes in float32 lands a hair under an integer for some fractions (0.7 x 10 is
@@ -46,8 +47,13 @@ class BC10Config:
     top_fraction: float = 0.1
     discount: float = 1.0  # of the returns episodes are ranked by
     normalize_states: bool = True
+    # The actor's initialisation scheme (offrl_jax.networks.INITS).
+    init: str = quiet_setting("flax")
+
+    __repr__ = config_repr
 
     def __post_init__(self):
+        check_init(self.init)
         if not 0.0 < self.top_fraction <= 1.0:
             raise ValueError(f"top_fraction must be in (0, 1], found {self.top_fraction}")
 
@@ -101,7 +107,8 @@ class BC10(Algorithm):
     name = "bc10"
 
     def __post_init__(self):
-        self._parts(policy=DeterministicTanhPolicy(self.config.hidden_dims, self.spec.act_dim),
+        self._parts(policy=DeterministicTanhPolicy(self.config.hidden_dims, self.spec.act_dim,
+                                                   init_scheme=self.config.init),
                     tx=optax.adam(self.config.learning_rate))
 
     def init(self, key, dataset, pretrained=None) -> BC10State:

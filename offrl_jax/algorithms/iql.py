@@ -33,8 +33,10 @@ from offrl_jax.networks import (
     DeterministicTanhPolicy,
     GaussianPolicy,
     QEnsemble,
+    check_init,
     gaussian_log_prob,
 )
+from offrl_jax.parts import config_repr, quiet_setting
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,8 +54,14 @@ class IQLConfig:
     total_updates: int = 1_000_000  # length of the actor's cosine schedule
     normalize_rewards: bool = True
     policy: str = "gaussian"  # or "deterministic"
+    # The networks' initialisation scheme (offrl_jax.networks.INITS; the official code's is
+    # "orthogonal").
+    init: str = quiet_setting("flax")
+
+    __repr__ = config_repr
 
     def __post_init__(self):
+        check_init(self.init)
         if self.policy not in ("gaussian", "deterministic"):
             raise ValueError(f"IQLConfig.policy must be 'gaussian' or 'deterministic', found "
                              f"{self.policy!r}")
@@ -96,11 +104,14 @@ class IQL(Algorithm):
 
     def __post_init__(self):
         config = self.config
-        actor = (GaussianPolicy(config.hidden_dims, self.spec.act_dim)
+        actor = (GaussianPolicy(config.hidden_dims, self.spec.act_dim,
+                                init_scheme=config.init)
                  if config.policy == "gaussian" else
-                 DeterministicTanhPolicy(config.hidden_dims, self.spec.act_dim))
+                 DeterministicTanhPolicy(config.hidden_dims, self.spec.act_dim,
+                                         init_scheme=config.init))
         self._parts(actor=actor,
-                    critic=QEnsemble(config.hidden_dims, 2), value=MLP(config.hidden_dims, 1),
+                    critic=QEnsemble(config.hidden_dims, 2, init_scheme=config.init),
+                    value=MLP(config.hidden_dims, 1, init_scheme=config.init),
                     actor_tx=optax.adam(optax.cosine_decay_schedule(config.actor_lr,
                                                                     config.total_updates)),
                     critic_tx=optax.adam(config.critic_lr),

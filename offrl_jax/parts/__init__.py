@@ -20,6 +20,32 @@ rollouts=rollouts.Config(horizon=5), ...)``), so a setting is declared once, in 
 addressed by path (``--set mopo.rollouts.horizon=1``).
 """
 
+from __future__ import annotations
+
+import dataclasses
+
+# The metadata key of a setting that :func:`config_repr` leaves out while at its default.
+_QUIET = "repr_only_when_set"
+
+
+def quiet_setting(default):
+    """A config field that :func:`config_repr` leaves out while it holds ``default``: for a
+    setting added after runs were recorded with its default behaviour."""
+    return dataclasses.field(default=default, metadata={_QUIET: True})
+
+
+def config_repr(config) -> str:
+    """The dataclass repr of ``config`` without the :func:`quiet_setting` fields that hold their
+    default. Checkpoints and finished cells are matched by the repr of their config, so a
+    setting added later keeps the repr, and the runs, of every config that leaves it alone; a
+    config that sets it has a repr of its own. Assign it as ``__repr__`` in the class body (a
+    dataclass subclass needs its own assignment: ``@dataclass`` writes a repr otherwise)."""
+    shown = [f"{field.name}={getattr(config, field.name)!r}"
+             for field in dataclasses.fields(config)
+             if field.repr and not (field.metadata.get(_QUIET)
+                                    and getattr(config, field.name) == field.default)]
+    return f"{type(config).__qualname__}({', '.join(shown)})"
+
 
 def set_parts(owner, **parts) -> None:
     """Attach the parts a frozen dataclass builds once in ``__post_init__`` (networks,

@@ -125,7 +125,8 @@ def warm_start(agent: sac.Agent, state: sac.State, config, dataset, key, num_ste
     """
     cloner = cloning.Cloner(cloning.Config(hidden_dims=config.agent.hidden_dims,
                                            learning_rate=config.warmstart_lr,
-                                           batch_size=config.batch_size),
+                                           batch_size=config.batch_size,
+                                           init=config.agent.init),
                             agent.obs_dim, agent.act_dim)
     critic_tx = optax.adam(config.warmstart_lr)
     gamma, tau = config.agent.gamma, config.agent.tau

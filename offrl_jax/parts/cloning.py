@@ -16,10 +16,11 @@ import optax
 from offrl_jax.data import sample_batch
 from offrl_jax.networks import (
     TanhGaussianPolicy,
+    check_init,
     squashed_action,
     tanh_gaussian_log_prob_of_action,
 )
-from offrl_jax.parts import set_parts
+from offrl_jax.parts import config_repr, quiet_setting, set_parts
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,6 +28,13 @@ class Config:
     hidden_dims: tuple[int, ...] = (256, 256)
     learning_rate: float = 1e-3
     batch_size: int = 256
+    # The policy's initialisation scheme (offrl_jax.networks.INITS).
+    init: str = quiet_setting("flax")
+
+    __repr__ = config_repr
+
+    def __post_init__(self):
+        check_init(self.init)
 
 
 @flax.struct.dataclass
@@ -45,7 +53,8 @@ class Cloner:
     act_dim: int
 
     def __post_init__(self):
-        set_parts(self, policy=TanhGaussianPolicy(self.config.hidden_dims, self.act_dim),
+        set_parts(self, policy=TanhGaussianPolicy(self.config.hidden_dims, self.act_dim,
+                                                  init_scheme=self.config.init),
                   tx=optax.adam(self.config.learning_rate))
 
     def init(self, key) -> State:

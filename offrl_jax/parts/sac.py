@@ -22,10 +22,11 @@ import optax
 from offrl_jax.networks import (
     QEnsemble,
     TanhGaussianPolicy,
+    check_init,
     sample_tanh_gaussian,
     squashed_action,
 )
-from offrl_jax.parts import set_parts
+from offrl_jax.parts import config_repr, quiet_setting, set_parts
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +44,13 @@ class Config:
     init_alpha: float = 1.0
     target_entropy: float | None = None  # None: -act_dim
     backup_entropy: bool = True  # the -alpha log pi(a'|s') term of the TD target
+    # The actor's and critics' initialisation scheme (offrl_jax.networks.INITS).
+    init: str = quiet_setting("flax")
+
+    __repr__ = config_repr
+
+    def __post_init__(self):
+        check_init(self.init)
 
 
 @flax.struct.dataclass
@@ -72,8 +80,9 @@ class Agent:
     def __post_init__(self):
         config = self.config
         parts = {
-            "actor": TanhGaussianPolicy(config.hidden_dims, self.act_dim),
-            "critic": QEnsemble(config.hidden_dims, config.num_qs),
+            "actor": TanhGaussianPolicy(config.hidden_dims, self.act_dim,
+                                        init_scheme=config.init),
+            "critic": QEnsemble(config.hidden_dims, config.num_qs, init_scheme=config.init),
             "actor_tx": optax.adam(config.actor_lr),
             "critic_tx": optax.adam(config.critic_lr),
             "alpha_tx": optax.adam(config.alpha_lr),

@@ -30,8 +30,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from offrl_jax.networks import DeterministicTanhPolicy, QEnsemble
-from offrl_jax.parts import set_parts
+from offrl_jax.networks import DeterministicTanhPolicy, QEnsemble, check_init
+from offrl_jax.parts import config_repr, quiet_setting, set_parts
 
 # Added to the dataset's per-dimension state std before dividing (official TD3+BC and ReBRAC).
 STATE_STD_EPS = 1e-3
@@ -53,8 +53,13 @@ class Config:
     policy_noise: float = 0.2  # std of the target policy smoothing noise
     noise_clip: float = 0.5
     policy_freq: int = 2  # one actor and target update per policy_freq critic updates
+    # The actor's and critics' initialisation scheme (offrl_jax.networks.INITS).
+    init: str = quiet_setting("flax")
+
+    __repr__ = config_repr
 
     def __post_init__(self):
+        check_init(self.init)
         if self.policy_freq < 1:
             raise ValueError(f"policy_freq must be >= 1, found {self.policy_freq}")
         if self.num_qs < 1:
@@ -112,8 +117,9 @@ class Agent:
         config = self.config
         parts = {
             "actor": DeterministicTanhPolicy(config.hidden_dims, self.act_dim,
-                                             config.actor_layer_norm),
-            "critic": QEnsemble(config.hidden_dims, config.num_qs, config.critic_layer_norm),
+                                             config.actor_layer_norm, init_scheme=config.init),
+            "critic": QEnsemble(config.hidden_dims, config.num_qs, config.critic_layer_norm,
+                                init_scheme=config.init),
             "actor_tx": optax.adam(config.actor_lr),
             "critic_tx": optax.adam(config.critic_lr),
         }
