@@ -105,7 +105,7 @@ class ArmorConfig:
     fixed_alpha: float | None = None
     # pi_ref: "bc" (behaviour cloning, the warm start), a shipped behaviour policy of the task's
     # environment by role ("medium", "expert"), or the path of an actor file (.npz, as
-    # offrl_jax.generation.policies writes them) whose network has reference_hidden_dims.
+    # offrl_jax.policies writes them) whose network has reference_hidden_dims.
     reference: str = "bc"
     reference_hidden_dims: tuple[int, ...] = (256, 256)
     # Adversary loss (4): relative + beta * (E^w + lambda * E_D(M)).
