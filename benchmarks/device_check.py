@@ -49,7 +49,7 @@ from offrl_jax.results.provenance import git_commit, library_versions
 from offrl_jax.tasks import get_env_spec
 from offrl_jax.training.compilation_cache import cache_events, enable_compilation_cache
 from offrl_jax.training.loop import make_interval_fn
-from offrl_jax.training.runner import RUN_PROFILES
+from offrl_jax.training.profiles import RUN_PROFILES
 
 FULL = RUN_PROFILES["full"]
 TINY = RUN_PROFILES["tiny"]

@@ -10,7 +10,7 @@ the task's termination function, and is then halted as MOReL halts it: the halt 
 share of kept transitions that halt, ``halted_rollouts`` the share of rollouts that halt.
 
     OFFRL_DATA_DIR=... python -m benchmarks.morel_halting --task hopper-medium-replay \
-        --data-profile quick --model-profile quick
+        --data-profile quick --run-profile quick
 
 Writes ``morel_halting.json`` and ``morel_halting.md`` (with provenance: commit, data sha256,
 versions, device) under ``--out``.
@@ -38,7 +38,7 @@ from offrl_jax.data.locate import find_task_dataset
 from offrl_jax.generation.versions import task_generated_file
 from offrl_jax.models import predict, rollout, uncertainty_penalties
 from offrl_jax.tasks import get_env_spec, get_task
-from offrl_jax.training import runner
+from offrl_jax.training import plan, profiles
 
 QUANTILES = (0.5, 0.9, 0.99, 0.999)
 NPG_START_STD = float(np.exp(-0.25))
@@ -122,7 +122,7 @@ def measure_policy(state, spec, dataset, policy_fn, key, starts: int, horizon: i
 def markdown(result: dict) -> str:
     p = result["provenance"]
     lines = [f"# MOReL halting on {result['task']} ({result['data_profile']} data, "
-             f"{result['model_profile']} model settings)", "",
+             f"the {result['run_profile']} run profile's model settings)", "",
              f"- commit {p['commit']}{' (dirty tree)' if p['dirty'] else ''}; data "
              f"`{p['data_file']}` sha256 {p['data_sha256']}; {p['device']}; jax "
              f"{p['versions']['jax']}, flax {p['versions']['flax']}, numpy "
@@ -153,7 +153,10 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", default="hopper-medium-replay")
     parser.add_argument("--data-profile", default="quick")
-    parser.add_argument("--model-profile", default="quick", choices=sorted(runner.RUN_PROFILES))
+    # The run profile whose MOReL settings (model size, fit) are used; --model-profile: its
+    # older name.
+    parser.add_argument("--run-profile", "--model-profile", dest="run_profile", default="quick",
+                        choices=sorted(profiles.RUN_PROFILES))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--bc-updates", type=int, default=5_000)
     parser.add_argument("--starts", type=int, default=5_000)
@@ -167,9 +170,9 @@ def main(argv=None):
     generated = task_generated_file(task, args.data_profile)
     data_file, _ = find_task_dataset(task, generated)
     dataset = load_task_dataset(task, generated)
-    profile = runner.RUN_PROFILES[args.model_profile]
-    overrides = runner._config_overrides(morel.ALGORITHM, profile,
-                                         profile.train_for("morel"), {})
+    profile = profiles.RUN_PROFILES[args.run_profile]
+    overrides = plan.config_overrides(morel.ALGORITHM, profile,
+                                      profile.train_for("morel"), {})
     config = morel.ALGORITHM.make_config(task.name, overrides)
     algorithm = morel.ALGORITHM.make(config, spec)
     key = jax.random.PRNGKey(args.seed)
@@ -200,7 +203,7 @@ def main(argv=None):
     dyn = config.dynamics
     result = {
         "task": task.name, "data_profile": args.data_profile,
-        "model_profile": args.model_profile, "seed": args.seed,
+        "run_profile": args.run_profile, "seed": args.seed,
         "dataset_rows": int(dataset.size),
         "ensemble": f"{dyn.members} members ({dyn.elites} elites), hidden {dyn.hidden_dims}, "
                     f"max_epochs {dyn.max_epochs}",

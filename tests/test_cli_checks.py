@@ -22,7 +22,7 @@ def no_data_step(tmp_path, monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("a data or training step ran")
 
-    for name in ("ensure_dataset", "load_task_dataset", "run_benchmark"):
+    for name in ("ensure_dataset", "load_task_dataset", "run_plan"):
         monkeypatch.setattr(runner, name, forbidden)
     monkeypatch.setenv("OFFRL_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.chdir(tmp_path)
@@ -64,10 +64,10 @@ def test_evaluate_numbers_are_checked(no_data_step, argv, message):
 def test_bench_writes_outside_git_by_default(tmp_path, monkeypatch):
     calls = []
 
-    def fake_run(algorithms, tasks, seeds, profile, out_dir, *args, **kwargs):
-        calls.append((seeds, out_dir))
+    def fake_run(plan, *args, **kwargs):
+        calls.append((list(plan.seeds), str(plan.out_dir)))
 
-    monkeypatch.setattr(runner, "run_benchmark", fake_run)
+    monkeypatch.setattr(runner, "run_plan", fake_run)
     monkeypatch.chdir(tmp_path)
     main(["bench", "--profile", "tiny", "--algos", "bc"])
     main(["bench", "--profile", "tiny", "--algos", "bc", "--seeds", "1", "--out", "mine"])
@@ -89,11 +89,11 @@ def test_make_benchmark_leaves_committed_results_alone():
 
 
 def test_smoke_summary_opens_with_its_budget(tmp_path, monkeypatch):
-    def fake_run(algorithms, tasks, seeds, profile, out_dir, *args, **kwargs):
-        Path(out_dir).mkdir(parents=True)
-        (Path(out_dir) / "summary.md").write_text("| algorithm | task |\n")
+    def fake_run(plan, *args, **kwargs):
+        plan.out_dir.mkdir(parents=True)
+        (plan.out_dir / "summary.md").write_text("| algorithm | task |\n")
 
-    monkeypatch.setattr(runner, "run_benchmark", fake_run)
+    monkeypatch.setattr(runner, "run_plan", fake_run)
     monkeypatch.chdir(tmp_path)
     main(["bench", "--profile", "quick", "--algos", "bc", "mopo", "--out", "q"])
     summary = (tmp_path / "q" / "summary.md").read_text()

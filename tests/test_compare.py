@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 
+from offrl_jax.algorithms.registry import ALGORITHMS
 from offrl_jax.results.compare import comparison_markdown, comparison_rows
 from offrl_jax.results.merge import MergeError, merge_runs
 from offrl_jax.results.published import (
@@ -16,6 +17,7 @@ from offrl_jax.results.published import (
     published_score,
     reference_score,
 )
+from offrl_jax.training.profiles import reference_updates
 
 
 def records(algo, task, scores_per_seed, every=1000):
@@ -36,6 +38,7 @@ def run_info(mean=12.5, sha="a" * 64, train=None):
 
 
 TASK = "hopper-medium-replay"
+REFERENCE = reference_updates(ALGORITHMS)
 
 
 def test_rows_have_the_known_differences_to_bc_and_the_data():
@@ -110,7 +113,8 @@ def test_report_keeps_only_the_named_algorithms_and_checks_the_data_file(tmp_pat
     gpu = records("cql", TASK, {s: [80.0] for s in range(3)})
     write_run(tmp_path / "cpu", run_info(), cpu)
     write_run(tmp_path / "gpu", {**run_info(), "device": "gpu"}, gpu)
-    rows = merge_runs([tmp_path / "cpu", tmp_path / "gpu"], tmp_path / "m", ["bc", "cql"])
+    rows = merge_runs([tmp_path / "cpu", tmp_path / "gpu"], tmp_path / "m", ["bc", "cql"],
+                      reference_updates=REFERENCE)
     assert {r["algorithm"] for r in rows} == {"bc", "cql"}
     assert sorted(p.name for p in (tmp_path / "m" / "records").iterdir()) == \
         [f"bc__{TASK}.jsonl", f"cql__{TASK}.jsonl"]
@@ -119,9 +123,11 @@ def test_report_keeps_only_the_named_algorithms_and_checks_the_data_file(tmp_pat
     assert "| 95.0 [iql] | 95.1 [corl] |" in comparison and "[iql] IQL paper" in comparison
     assert "[corl] CORL" in comparison and "offlinerl-kit" not in comparison  # cited if used
     with pytest.raises(MergeError, match="--algos td3bc: in none of the runs"):
-        merge_runs([tmp_path / "cpu", tmp_path / "gpu"], tmp_path / "n", ["bc", "td3bc"])
+        merge_runs([tmp_path / "cpu", tmp_path / "gpu"], tmp_path / "n", ["bc", "td3bc"],
+                   reference_updates=REFERENCE)
     # The same dataset id made twice, differently (another machine's data): refused.
     write_run(tmp_path / "other", run_info(sha="b" * 64), gpu)
     with pytest.raises(MergeError, match="different files"):
-        merge_runs([tmp_path / "cpu", tmp_path / "other"], tmp_path / "o")
+        merge_runs([tmp_path / "cpu", tmp_path / "other"], tmp_path / "o",
+                   reference_updates=REFERENCE)
     assert np.isfinite(rows[0]["final_mean"])

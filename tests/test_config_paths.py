@@ -11,7 +11,7 @@ from offrl_jax.algorithms.registry import ALGORITHMS, get_algorithm
 from offrl_jax.cli import main
 from offrl_jax.parts import dynamics, sac
 from offrl_jax.tasks import get_env_spec
-from offrl_jax.training import runner
+from offrl_jax.training import plan, profiles, runner
 from offrl_jax.training.cli import parse_overrides
 
 HOPPER = get_env_spec("hopper")
@@ -67,17 +67,17 @@ def test_parse_overrides_scopes_by_algorithm_name():
 
 def test_overrides_apply_to_every_algorithm_with_the_part_and_no_other():
     overrides = parse_overrides(["dynamics.hidden_dims=64,64", "mopo.rollouts.horizon=1"])
-    runner.check_overrides(["mopo", "armor", "bc"], overrides)
-    profile = runner.RUN_PROFILES["tiny"]
+    plan.check_overrides(["mopo", "armor", "bc"], overrides)
+    profile = profiles.RUN_PROFILES["tiny"]
     configs = {}
     for name in ("mopo", "armor", "bc"):
         registration = get_algorithm(name)
-        configs[name] = registration.make_config("hopper-medium", runner._config_overrides(
+        configs[name] = registration.make_config("hopper-medium", plan.config_overrides(
             registration, profile, profile.train_for(name), overrides))
     assert configs["mopo"].dynamics.hidden_dims == configs["armor"].dynamics.hidden_dims
     assert configs["mopo"].dynamics.hidden_dims == (64, 64)
     assert configs["mopo"].rollouts.horizon == 1  # the user's override beats the task table
-    assert configs["bc"] == get_algorithm("bc").make_config(overrides=runner._config_overrides(
+    assert configs["bc"] == get_algorithm("bc").make_config(overrides=plan.config_overrides(
         get_algorithm("bc"), profile, profile.train_for("bc"), {}))
 
 
@@ -90,7 +90,7 @@ def test_overrides_apply_to_every_algorithm_with_the_part_and_no_other():
 ])
 def test_unknown_override_paths_are_errors(overrides, algos, message):
     with pytest.raises(ConfigError, match=message):
-        runner.check_overrides(algos, overrides)
+        plan.check_overrides(algos, overrides)
 
 
 def test_bench_rejects_a_misspelt_path_in_one_line_before_any_data(tmp_path, monkeypatch):
@@ -111,15 +111,15 @@ def test_bench_rejects_a_misspelt_path_in_one_line_before_any_data(tmp_path, mon
 
 
 def test_every_profile_and_task_table_names_real_settings():
-    for profile in runner.RUN_PROFILES.values():
-        runner.check_profile(profile)
+    for profile in profiles.RUN_PROFILES.values():
+        plan.check_profile(profile)
     for registration in ALGORITHMS.values():
         for task in registration.task_settings:
             registration.make_config(task)
-    typo = dataclasses.replace(runner.RUN_PROFILES["tiny"],
+    typo = dataclasses.replace(profiles.RUN_PROFILES["tiny"],
                                algorithm_overrides={"*": {"dynamics.member": 2}})
     with pytest.raises(ConfigError, match="run profile 'tiny'.*dynamics.member"):
-        runner.check_profile(typo)
+        plan.check_profile(typo)
 
 
 def test_full_profile_trains_each_algorithm_as_long_as_its_documented_reference():
@@ -132,7 +132,7 @@ def test_full_profile_trains_each_algorithm_as_long_as_its_documented_reference(
     section = text.split("## Training length", 1)[1].split("\n## ", 1)[0]
     rows = dict(re.findall(r"^\| (\w+) \| ([\d ]+) \|", section, flags=re.M))
     documented = {name: int(count.replace(" ", "")) for name, count in rows.items()}
-    full = runner.RUN_PROFILES["full"]
+    full = profiles.RUN_PROFILES["full"]
     assert documented == {name: full.train_for(name).num_updates for name in ALGORITHMS}
     assert documented["mopo"] == 3_000_000 and documented["rambo"] == 2_000_000
 

@@ -29,7 +29,7 @@ from offrl_jax.models.store import EntryKey, ModelStore
 from offrl_jax.results.provenance import process_commit, training_commits
 from offrl_jax.results.records import load_records
 from offrl_jax.tasks import parse_task_argument
-from offrl_jax.training import Trainer, distributed, runner
+from offrl_jax.training import Trainer, distributed, plan, profiles, runner
 from offrl_jax.training.cells import Cell, fit_models, load_cell_dataset, model_groups, run_cell
 from offrl_jax.training.distributed import RayConfig
 
@@ -123,8 +123,8 @@ def test_dispatched_cells_write_only_their_files_and_equal_a_local_run(local_run
 
 def _tiny_cell(name: str, task_argument: str, task, data: dict, out: Path) -> Cell:
     registration = get_algorithm(name)
-    profile = runner.RUN_PROFILES["tiny"]
-    config = registration.make_config(None, runner._config_overrides(
+    profile = profiles.RUN_PROFILES["tiny"]
+    config = registration.make_config(None, plan.config_overrides(
         registration, profile, profile.train_for(name), {}))
     return Cell(name, task_argument, task.name, config, profile.train_for(name), tuple(SEEDS),
                 {}, str(out), data, "tiny", progress=False)
@@ -139,7 +139,9 @@ def test_shared_models_are_fitted_once_before_the_cells(toy_task, tmp_path):
     out = tmp_path / "run"
     cells = [_tiny_cell(name, toy_task, task, data, out)
              for name in ("bc", "mopo", "combo", "armor", "morel")]
-    groups = model_groups(cells, {task.name: task})
+    made = {(cell.algorithm, task.name): get_algorithm(cell.algorithm).make(cell.config, task.spec)
+            for cell in cells}
+    groups = model_groups(cells, made)
     assert [[cell.algorithm for cell in group] for group in groups.values()] == [
         ["mopo", "combo", "morel"], ["armor"]]
     assert {key[0] for key in groups} == {task.name}

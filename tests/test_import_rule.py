@@ -64,13 +64,7 @@ ALGORITHM_IMPORTS = ("offrl_jax.parts", "offrl_jax.networks", "offrl_jax.data", 
                      "offrl_jax.policies", "offrl_jax.pytrees", "offrl_jax.algorithms.base")
 
 # (importing module, imported module or a package above it) -> why the import stays.
-ALLOWED: dict[tuple[str, str], str] = {
-    ("offrl_jax.results.settings", "offrl_jax.training.runner"):
-        "the table settings compare a run with its run profile's defaults (RUN_PROFILES), "
-        "which the runner defines; imported inside the function, and also the one cycle "
-        "(training.runner -> results.summary -> results.compare -> results.settings). Leaves "
-        "when the run profiles move below results.",
-}
+ALLOWED: dict[tuple[str, str], str] = {}
 
 
 def module_name(path: Path, root: Path = REPO) -> str:

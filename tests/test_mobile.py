@@ -25,7 +25,7 @@ from offrl_jax.data import load_task_dataset, write_d4rl_hdf5
 from offrl_jax.models.buffer import Transitions
 from offrl_jax.models.store import ModelStore
 from offrl_jax.tasks import get_env_spec, parse_task_argument
-from offrl_jax.training import Trainer, runner
+from offrl_jax.training import Trainer, plan, profiles, runner
 
 HOPPER = get_env_spec("hopper")
 OBS, ACT = HOPPER.obs_dim, HOPPER.act_dim
@@ -303,17 +303,17 @@ def test_task_settings_and_profiles_share_mopos_model():
     with pytest.raises(ValueError, match="penalty_target"):
         mobile.MOBILEConfig(penalty_target="nonsense")
     # The runner's "*" model settings reach MOBILE, and its model is MOPO's in every profile.
-    for profile in runner.RUN_PROFILES.values():
+    for profile in profiles.RUN_PROFILES.values():
         made = {}
         for registration in (mobile.ALGORITHM, mopo.ALGORITHM):
-            overrides = runner._config_overrides(registration, profile,
-                                                 profile.train_for(registration.name), {})
+            overrides = plan.config_overrides(registration, profile,
+                                               profile.train_for(registration.name), {})
             made[registration.name] = registration.make(
                 registration.make_config("hopper-medium", overrides), HOPPER)
         assert made["mobile"].config.dynamics == made["mopo"].config.dynamics, profile.name
         assert made["mobile"].pretrain_id == made["mopo"].pretrain_id, profile.name
-    quick = runner._config_overrides(mobile.ALGORITHM, runner.RUN_PROFILES["quick"],
-                                     runner.RUN_PROFILES["quick"].train, {})
+    quick = plan.config_overrides(mobile.ALGORITHM, profiles.RUN_PROFILES["quick"],
+                                   profiles.RUN_PROFILES["quick"].train, {})
     assert quick["dynamics.members"] == 5 and quick["rollouts.batch_size"] == 5_000
     other = mobile.ALGORITHM.make_config(overrides={"dynamics.members": 6})
     assert (mobile.ALGORITHM.make(other, HOPPER).pretrain_id
@@ -340,8 +340,8 @@ def test_tiny_run_through_the_runner_stores_a_model_mopo_reuses(toy_hopper_datas
     info = json.loads((tmp_path / "run" / "run.json").read_text())
     assert info["models"]["mobile/mobile-toy"]["fitted"] == seeds
     # MOPO with the same settings finds MOBILE's models in the store and fits nothing.
-    profile = runner.RUN_PROFILES["tiny"]
-    config = mopo.ALGORITHM.make_config(task.name, runner._config_overrides(
+    profile = profiles.RUN_PROFILES["tiny"]
+    config = mopo.ALGORITHM.make_config(task.name, plan.config_overrides(
         mopo.ALGORITHM, profile, profile.train, two_elites))
     report = Trainer(mopo.ALGORITHM, config, load_task_dataset(task), task.spec, seeds,
                      profile.train, model_store=ModelStore(tmp_path / "run" / "models"),

@@ -16,16 +16,16 @@ from offrl_jax.algorithms.registry import get_algorithm
 from offrl_jax.data import load_task_dataset, write_d4rl_hdf5
 from offrl_jax.models.store import EntryKey, ModelStore, ModelStoreError, load_or_fit
 from offrl_jax.tasks import get_env_spec, parse_task_argument
-from offrl_jax.training import TrainConfig, Trainer, runner
+from offrl_jax.training import TrainConfig, Trainer, plan, profiles, runner
 
 HOPPER = get_env_spec("hopper")
-TINY = runner.RUN_PROFILES["tiny"]
+TINY = profiles.RUN_PROFILES["tiny"]
 SEEDS = [0, 1]
 
 
 def tiny_config(name):
     algorithm = get_algorithm(name)
-    return algorithm, algorithm.make_config(None, runner._config_overrides(
+    return algorithm, algorithm.make_config(None, plan.config_overrides(
         algorithm, TINY, TINY.train_for(name), {}))
 
 
@@ -88,7 +88,7 @@ def shared_run(toy_hopper_dataset, tmp_path_factory):
     write_d4rl_hdf5(root / "toy.hdf5", toy_hopper_dataset)
     task = parse_task_argument(f"store-toy=hopper:{root / 'toy.hdf5'}")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setitem(runner.RUN_PROFILES, SHORT.name, SHORT)
+        patch.setitem(profiles.RUN_PROFILES, SHORT.name, SHORT)
         runner.run_benchmark(["mopo", "combo"], [task.name], SEEDS, SHORT.name,
                              root / "shared", progress=False)
     return root / "shared", task
@@ -110,7 +110,7 @@ def test_runner_fits_each_seed_once_and_the_store_changes_no_numbers(shared_run)
     assert len([p for p in (run_dir / "models").iterdir() if p.is_dir()]) == len(SEEDS)
     shared = read_jsonl(run_dir / "records" / "combo__store-toy.jsonl")
     combo = get_algorithm("combo")
-    config = combo.make_config(task.name, runner._config_overrides(
+    config = combo.make_config(task.name, plan.config_overrides(
         combo, SHORT, SHORT.train, {}))
     alone = Trainer(combo, config, load_task_dataset(task), task.spec, SEEDS,
                     SHORT.train, log=None).run()["records"]  # no store: fits its own models

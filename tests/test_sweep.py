@@ -204,3 +204,32 @@ def test_trainer_sweep_rows_resume_and_fingerprint(toy_hopper_dataset, tmp_path)
     for other in ({"rate": [0.5, 3.0]}, None):
         with pytest.raises(ValueError, match="fingerprint"):
             trainer("b", other).run()
+
+
+def test_a_run_makes_each_algorithm_once_and_checks_the_sweep_once(toy_hopper_dataset, tmp_path,
+                                                                    monkeypatch):
+    """The run plan makes each cell's algorithm once (for its checks and its training) and
+    checks the sweep once per run, not again in the cell's Trainer."""
+    from offrl_jax.algorithms import registry
+    from offrl_jax.training import loop, plan
+
+    calls = {"make": 0, "check_sweep": 0}
+    iql = registry.get_algorithm("iql")
+    check_sweep = loop.check_sweep
+
+    def make(config, spec):
+        calls["make"] += 1
+        return iql.make(config, spec)
+
+    def check(*args, **kwargs):
+        calls["check_sweep"] += 1
+        return check_sweep(*args, **kwargs)
+
+    monkeypatch.setitem(registry.ALGORITHMS, "iql", dataclasses.replace(iql, make=make))
+    for module in (plan, loop):
+        monkeypatch.setattr(module, "check_sweep", check)
+    write_d4rl_hdf5(tmp_path / "toy.hdf5", toy_hopper_dataset)
+    runner.run_benchmark(["iql"], [f"count-toy=hopper:{tmp_path / 'toy.hdf5'}"], [0], "tiny",
+                         tmp_path / "run", progress=False, sweep={"reward_scale": [1.0, 2.0]},
+                         schedule={"num_updates": 10, "eval_every": 10, "eval_episodes": 1})
+    assert calls == {"make": 1, "check_sweep": 1}

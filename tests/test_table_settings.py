@@ -9,6 +9,9 @@ import pytest
 from offrl_jax.results.compare import comparison_markdown, comparison_rows
 from offrl_jax.results.settings import differences, row_settings, run_settings, sample_std
 from offrl_jax.results.summary import summarize, summary_markdown
+from offrl_jax.training.profiles import reference_updates
+
+REFERENCE = reference_updates(["rebrac", "edac", "bc", "iql"])
 
 
 def records(algorithm, task, finals):
@@ -40,12 +43,13 @@ def test_differences_name_every_setting_off_the_reference_and_the_budget():
     reference = config_paths(get_algorithm("rebrac").make_config("hopper-medium-replay"))
     assert reference["batch_size"] == 1024
     settings = {**reference, "batch_size": 256}
-    assert differences("rebrac", "hopper-medium-replay", settings, 100_000) == [
+    assert differences("rebrac", "hopper-medium-replay", settings, 100_000, REFERENCE) == [
         "batch_size=256 (ref. 1024)", "100k of 1M updates"]
-    assert differences("rebrac", "hopper-medium-replay", reference, 1_000_000) == []
+    assert differences("rebrac", "hopper-medium-replay", reference, 1_000_000,
+                       REFERENCE) == []
     edac = config_paths(get_algorithm("edac").make_config("hopper-medium-replay"))
     assert differences("edac", "hopper-medium-replay", {**edac, "agent.num_qs": 10},
-                       50_000) == [f"agent.num_qs=10 (ref. {edac['agent.num_qs']})",
+                       50_000, REFERENCE) == [f"agent.num_qs=10 (ref. {edac['agent.num_qs']})",
                                    "50k of 3M updates"]
 
 
@@ -62,7 +66,7 @@ def test_rows_show_their_settings_from_config_json(tmp_path):
                            f"rebrac/{task}": {k: list(v) if isinstance(v, tuple) else v
                                               for k, v in rebrac.items()}}}
     (tmp_path / "config.json").write_text(json.dumps(config))
-    settings = run_settings(tmp_path, {})
+    settings = run_settings(tmp_path, {}, REFERENCE)
     assert row_settings(settings, "bc", [task]) == "reference"
     assert row_settings(settings, "rebrac", [task]) == ("batch_size=256 (ref. 1024); "
                                                          "100k of 1M updates")

@@ -15,10 +15,13 @@ def register(subparsers) -> None:
 
 
 def _report(args) -> int:
+    from offrl_jax.algorithms.registry import ALGORITHMS
     from offrl_jax.results.merge import MergeError, merge_runs
+    from offrl_jax.training.profiles import reference_updates
 
     try:
-        rows = merge_runs(args.dirs, args.out, args.algos)
+        rows = merge_runs(args.dirs, args.out, args.algos,
+                          reference_updates=reference_updates(ALGORITHMS))
     except MergeError as error:
         raise SystemExit(f"offrl report: {error}") from None
     print(f"offrl report: {len(args.dirs)} run(s), {len(rows)} table row(s): "

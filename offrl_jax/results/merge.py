@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Mapping
 from pathlib import Path
 
 from offrl_jax.files import write_text_atomic
@@ -33,10 +34,12 @@ def _run_info(directory: Path) -> dict:
 
 
 def merge_runs(directories: list[str | Path], out_dir: str | Path,
-               algorithms: list[str] | None = None) -> list[dict]:
+               algorithms: list[str] | None = None, *,
+               reference_updates: Mapping[str, int]) -> list[dict]:
     """Merge the runs into ``out_dir`` (records, ``run.json`` naming every source, summary
     tables and plots); returns the summary rows. ``algorithms`` keeps those algorithms' records
-    alone (each must be in at least one of the runs)."""
+    alone (each must be in at least one of the runs). ``reference_updates``: each algorithm's
+    reference budget (:func:`~offrl_jax.results.settings.differences`)."""
     directories = [Path(d) for d in directories]
     out_dir = Path(out_dir)
     infos = {d: _run_info(d) for d in directories}
@@ -119,4 +122,4 @@ def merge_runs(directories: list[str | Path], out_dir: str | Path,
         "data": {task: info for task, (_, info) in data.items()},
     }
     write_text_atomic(out_dir / "run.json", json.dumps(merged, indent=2))
-    return write_summary(out_dir)
+    return write_summary(out_dir, reference_updates)

@@ -1,6 +1,9 @@
 """What each row of a run's tables ran, where it differs from the algorithm's reference
 settings: the config defaults with the task's table (``Registration.make_config(task)``) and the
-``full`` profile's number of updates (the papers' budgets, ``docs/algorithms.md#training-length``).
+reference number of updates (the papers' budgets, the ``full`` run profile's,
+``docs/algorithms.md#training-length``), which the caller hands in as ``reference_updates``
+(``{algorithm: updates}``, :func:`offrl_jax.training.profiles.reference_updates`): the run
+profiles are training's, a layer above the tables.
 
 Read from ``config.json`` (every setting resolved, profile and ``--set`` overrides applied) of
 the run directory and of every run an ``offrl report`` merged; a run without one has no notes.
@@ -9,6 +12,7 @@ the run directory and of every run an ``offrl report`` merged; a run without one
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 
@@ -40,12 +44,13 @@ def _updates(n: int) -> str:
     return f"{n / 1e6:g}M" if n >= 1_000_000 and n % 100_000 == 0 else f"{n / 1000:g}k"
 
 
-def differences(algorithm: str, task: str, settings: dict, num_updates: int | None) -> list[str]:
+def differences(algorithm: str, task: str, settings: dict, num_updates: int | None,
+                reference_updates: Mapping[str, int]) -> list[str]:
     """``path=value (ref. default)`` for each setting unlike the reference config, then
-    ``N of M updates`` when the run's budget is not the ``full`` profile's."""
+    ``N of M updates`` when the run's budget is not the reference ``M`` of
+    ``reference_updates`` (``{algorithm: updates}``; none for an algorithm it lacks)."""
     from offrl_jax.algorithms.base import config_paths
     from offrl_jax.algorithms.registry import ALGORITHMS
-    from offrl_jax.training.runner import RUN_PROFILES
 
     registration = ALGORITHMS.get(algorithm)
     if registration is None:
@@ -60,15 +65,16 @@ def differences(algorithm: str, task: str, settings: dict, num_updates: int | No
                 else value == expected)
         if not same:
             notes.append(f"{path}={_text(value)} (ref. {_text(expected)})")
-    full = RUN_PROFILES["full"].train_for(algorithm).num_updates
-    if num_updates is not None and num_updates != full:
+    full = reference_updates.get(algorithm)
+    if num_updates is not None and full is not None and num_updates != full:
         notes.append(f"{_updates(num_updates)} of {_updates(full)} updates")
     return notes
 
 
-def run_settings(run_dir: Path, run_info: dict) -> dict[tuple[str, str], list[str]]:
+def run_settings(run_dir: Path, run_info: dict, reference_updates: Mapping[str, int]
+                 ) -> dict[tuple[str, str], list[str]]:
     """``{(algorithm, task): [difference, ...]}`` of every cell some ``config.json`` names
-    (an empty list: the reference settings)."""
+    (an empty list: the reference settings); ``reference_updates``: as :func:`differences`."""
     out: dict[tuple[str, str], list[str]] = {}
     for path in _config_files(Path(run_dir), run_info):
         config = json.loads(path.read_text())
@@ -76,7 +82,8 @@ def run_settings(run_dir: Path, run_info: dict) -> dict[tuple[str, str], list[st
         for cell, settings in config.get("settings", {}).items():
             algorithm, _, task = cell.partition("/")
             updates = (train.get(algorithm) or {}).get("num_updates")
-            out.setdefault((algorithm, task), differences(algorithm, task, settings, updates))
+            out.setdefault((algorithm, task), differences(algorithm, task, settings, updates,
+                                                               reference_updates))
     return out
 
 

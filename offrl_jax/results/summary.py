@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -163,11 +164,13 @@ def summary_csv(rows: list[dict]) -> str:
     return buffer.getvalue()
 
 
-def write_summary(run_dir: Path) -> list[dict]:
+def write_summary(run_dir: Path, reference_updates: Mapping[str, int]) -> list[dict]:
+    """Every table and plot of the run in ``run_dir``; ``reference_updates``: each algorithm's
+    reference budget (:func:`~offrl_jax.results.settings.differences`)."""
     run_info = json.loads((run_dir / "run.json").read_text())
     records = load_records(run_dir)
     rows = summarize(records)
-    settings = run_settings(run_dir, run_info)
+    settings = run_settings(run_dir, run_info, reference_updates)
     algorithm_of = {label: algo for label, (algo, _) in labels_in_order(records).items()}
     for row in rows:
         tasks = ([row["task"]] if row["task"] != "all tasks" else

@@ -1,6 +1,6 @@
 """One cell of a benchmark: an (algorithm, task) pair, all its seeds (and sweep points) in one
 :class:`~offrl_jax.training.Trainer`, run the same way by the local runner
-(:func:`offrl_jax.training.runner.run_benchmark`) and by a Ray worker
+(:func:`offrl_jax.training.runner.run_plan`) and by a Ray worker
 (:mod:`offrl_jax.training.distributed`).
 
 A cell writes only files that are its own, under the run directory ``OUT``, ``NAME`` being
@@ -32,12 +32,13 @@ import json
 import os
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from offrl_jax.algorithms.base import Algorithm
 from offrl_jax.algorithms.registry import get_algorithm
 from offrl_jax.data import Dataset, load_task_dataset
 from offrl_jax.data.checksum import check_sha256
@@ -64,7 +65,8 @@ class Cell:
     Minari id), which a worker registers again; ``task_name``: the task's name. ``data``: the
     task's entry of ``run.json``'s ``data`` (``path``, ``format``, ``sha256``, ...).
     ``provenance``: the driver's library ``versions`` and ``commit``, which a worker must have
-    (None: not checked, as in a local run).
+    (None: not checked, as in a local run). ``sweep_checked``: the driver's run plan checked the
+    sweep against the algorithm's state, so the cell's :class:`Trainer` does not again.
     """
 
     algorithm: str
@@ -81,6 +83,7 @@ class Cell:
     progress: bool = True
     tensorboard: bool = False
     provenance: dict | None = None
+    sweep_checked: bool = False
 
     @property
     def name(self) -> str:
@@ -92,15 +95,17 @@ def cell_file(out_dir: str | Path, cell: Cell) -> Path:
     return Path(out_dir) / "cells" / f"{cell.name}.json"
 
 
-def model_groups(cells: list[Cell], tasks: dict[str, Task]) -> dict[tuple[str, str], list[Cell]]:
+def model_groups(cells: list[Cell], made: Mapping[tuple[str, str], Algorithm]
+                 ) -> dict[tuple[str, str], list[Cell]]:
     """``{(task name, pretrain_id): cells}``: the cells whose algorithms pretrain the same models
     (MOPO, COMBO, MOReL and RAMBO with equal ``dynamics.*`` settings share one ensemble per seed;
-    ARMOR's single model has its own id), in the cells' order. ``tasks``: name -> Task."""
+    ARMOR's single model has its own id), in the cells' order. ``made``: each cell's algorithm,
+    made for its config and task, by ``(algorithm, task name)`` (a run plan's)."""
     groups: dict[tuple[str, str], list[Cell]] = {}
     for cell in cells:
-        made = get_algorithm(cell.algorithm).make(cell.config, tasks[cell.task_name].spec)
-        if made.pretrain is not None:
-            groups.setdefault((cell.task_name, made.pretrain_id), []).append(cell)
+        algorithm = made[(cell.algorithm, cell.task_name)]
+        if algorithm.pretrain is not None:
+            groups.setdefault((cell.task_name, algorithm.pretrain_id), []).append(cell)
     return groups
 
 
@@ -181,12 +186,13 @@ def fit_models(cell: Cell, dataset: Dataset | None = None) -> dict | None:
     task, dataset = _task_and_dataset(cell, dataset)
     trainer = Trainer(get_algorithm(cell.algorithm), cell.config, dataset, task.spec,
                       list(cell.seeds), cell.train, sweep=cell.sweep,
-                      model_store=ModelStore(Path(cell.out_dir) / "models"), log=_log(cell))
+                      model_store=ModelStore(Path(cell.out_dir) / "models"), log=_log(cell),
+                      sweep_checked=cell.sweep_checked)
     report = trainer.prepare_models()
     return None if report is None else {**report, **_where()}
 
 
-def run_cell(cell: Cell, dataset: Dataset | None = None) -> dict:
+def run_cell(cell: Cell, dataset: Dataset | None = None, made: Algorithm | None = None) -> dict:
     """Train and evaluate one cell to its end (resuming from its checkpoints), writing only its
     own files (module docstring); returns what ``cells/NAME.json`` holds: ``algorithm``,
     ``task``, ``sweep``, ``seeds``, ``train``, ``config``, ``data``, ``models`` (the report of
@@ -207,7 +213,8 @@ def run_cell(cell: Cell, dataset: Dataset | None = None) -> dict:
     cell trains from the start.
 
     ``dataset``: the task's data, already loaded (the local runner); None: load and check it
-    (:func:`load_cell_dataset`)."""
+    (:func:`load_cell_dataset`). ``made``: the cell's algorithm, already made for its config and
+    task (the local runner's plan); None: made here."""
     started, clock = _now(), time.perf_counter()
     task, dataset = _task_and_dataset(cell, dataset)
     out_dir = Path(cell.out_dir)
@@ -256,7 +263,8 @@ def run_cell(cell: Cell, dataset: Dataset | None = None) -> dict:
     trainer = Trainer(get_algorithm(cell.algorithm), cell.config, dataset, task.spec,
                       list(cell.seeds), cell.train,
                       checkpoint_dir=out_dir / "checkpoints" / cell.name, sweep=cell.sweep,
-                      model_store=ModelStore(out_dir / "models"), log=_log(cell))
+                      model_store=ModelStore(out_dir / "models"), log=_log(cell), made=made,
+                      sweep_checked=cell.sweep_checked)
     models = trainer.prepare_models()
     if models is not None:
         info["models"] = models

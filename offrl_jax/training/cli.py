@@ -8,7 +8,7 @@ from pathlib import Path
 
 from offrl_jax.algorithms.registry import ALGORITHMS
 from offrl_jax.results.labels import format_value
-from offrl_jax.training.runner import RUN_PROFILES
+from offrl_jax.training.profiles import RUN_PROFILES
 
 # Where a run goes without --out: outside the tracked results/ (the .gitignore's /runs/), so a
 # user's run never overwrites the committed tables; `make results-quick` regenerates those.
@@ -215,7 +215,8 @@ def _bench(args) -> int:
     from offrl_jax.training.compilation_cache import enable_compilation_cache
     from offrl_jax.training.distributed import CellsFailed, RayUnavailable
     from offrl_jax.training.loop import SweepError
-    from offrl_jax.training.runner import read_run_config, run_benchmark
+    from offrl_jax.training.plan import plan_run
+    from offrl_jax.training.runner import read_run_config, run_plan
 
     check_bench_numbers(args)
     # Before the first compilation: a resumed or repeated run reads its programs from disk
@@ -263,17 +264,16 @@ def _bench(args) -> int:
     print(f"offrl bench: {len(algos)} algorithm(s) x {len(tasks)} task(s) x {len(seeds)} "
           f"seed(s){swept}, profile {profile}, output {out}", flush=True)
     try:
-        run_benchmark(algos, tasks, seeds, profile, out, parse_overrides(args.overrides),
-                      args.eval_backend, argv=sys.argv, sweep=sweep, schedule=schedule,
-                      exact=exact, tensorboard=args.tensorboard, ray=ray)
+        plan = plan_run(algos, tasks, seeds, profile, out, parse_overrides(args.overrides),
+                        args.eval_backend, sweep=sweep, schedule=schedule, exact=exact)
+        run_plan(plan, argv=sys.argv, progress=True, tensorboard=args.tensorboard, ray=ray)
     except (RayUnavailable, CellsFailed) as error:
         raise SystemExit(f"offrl bench: {error}") from None
     except SweepError as error:
         raise SystemExit(f"offrl bench: --{error}") from None
     except ConfigError as error:
         raise SystemExit(f"offrl bench: {error}") from None
-    updates = {name: (exact["train"][name]["num_updates"] if exact else
-                      args.updates or run_profile.train_for(name).num_updates) for name in algos}
+    updates = {name: plan.trains[name].num_updates for name in algos}
     note = smoke_note(profile, updates)
     if note:
         _open_summary_with(Path(out) / "summary.md", note)

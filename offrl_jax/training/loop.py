@@ -187,6 +187,10 @@ class Trainer:
     When the algorithm has ``pretrain``, :meth:`prepare_models` (called by :meth:`initial` if
     not before) loads or fits each seed's pretrained pytree, from and into ``model_store`` when
     given; ``log`` receives its progress lines (None: silent).
+
+    ``made``: ``algorithm`` already made for ``config`` and ``spec`` (a run plan's), used as is;
+    ``sweep_checked``: the sweep was checked against the algorithm's state already (by the run
+    plan), so it is not again here.
     """
 
     def __init__(self, algorithm: Registration, config, dataset, spec, seeds,
@@ -194,9 +198,11 @@ class Trainer:
                  checkpoint_dir: str | Path | None = None, shard: bool = True,
                  sweep: Mapping[str, Sequence[float]] | None = None,
                  model_store: ModelStore | None = None,
-                 log: Callable[[str], None] | None = print):
-        # Made once: its networks and optimizers are built here, its states hold arrays only.
-        self.algorithm = algorithm = algorithm.make(config, spec)
+                 log: Callable[[str], None] | None = print,
+                 made: Algorithm | None = None, sweep_checked: bool = False):
+        # Made once: its networks and optimizers are built here (or were, by a run plan, which
+        # hands its ``made``), its states hold arrays only.
+        self.algorithm = algorithm = algorithm.make(config, spec) if made is None else made
         self.config, self.train = config, train
         self.spec = spec
         self.seeds = list(seeds)
@@ -232,7 +238,7 @@ class Trainer:
             return state.replace(**{name: jnp.asarray(value, getattr(state, name).dtype)
                                     for name, value in values.items()})
 
-        if self.sweep:
+        if self.sweep and not sweep_checked:
             check_sweep(algorithm.name, jax.eval_shape(
                 lambda k, d: algorithm.init(k, d), keys[0], self.dataset),
                 self.sweep)

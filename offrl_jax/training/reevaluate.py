@@ -30,7 +30,8 @@ from offrl_jax.generation.versions import task_generated_file
 from offrl_jax.results.labels import cell_name
 from offrl_jax.tasks import parse_task_argument
 from offrl_jax.training.loop import TrainConfig, Trainer
-from offrl_jax.training.runner import RUN_PROFILES, read_run_config
+from offrl_jax.training.profiles import RUN_PROFILES
+from offrl_jax.training.runner import read_run_config
 
 
 def reevaluate(run_dir: str | Path, out_dir: str | Path | None = None,
