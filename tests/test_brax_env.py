@@ -20,7 +20,7 @@ import pytest
 
 from offrl_jax.envs.brax_env import HAVE_BRAX, BraxEnv, State
 from offrl_jax.generation.brax_behaviour import DeviceSchedule
-from offrl_jax.generation.profiles import get_profile
+from offrl_jax.generation.data_profiles import get_data_profile
 
 needs_brax = pytest.mark.skipif(not HAVE_BRAX, reason="brax not installed (the brax extra)")
 
@@ -108,13 +108,13 @@ def test_adapter_interface():
 
 
 def test_device_schedule_follows_the_profile():
-    full = DeviceSchedule.of("hopper", get_profile("full"), num_envs=100)
+    full = DeviceSchedule.of("hopper", get_data_profile("full"), num_envs=100)
     assert (full.num_timesteps, full.start_steps, full.eval_every, full.num_evals) == \
         (1_000_000, 10_000, 10_000, 100)
-    tiny = DeviceSchedule.of("hopper", get_profile("tiny"), num_envs=50)
+    tiny = DeviceSchedule.of("hopper", get_data_profile("tiny"), num_envs=50)
     assert (tiny.start_steps, tiny.eval_every, tiny.num_evals) == (500, 500, 3)
     with pytest.raises(ValueError, match="not a multiple of num_envs = 128"):
-        DeviceSchedule.of("hopper", get_profile("full"), num_envs=128)
+        DeviceSchedule.of("hopper", get_data_profile("full"), num_envs=128)
 
 
 @pytest.mark.skipif(HAVE_BRAX, reason="checks the message shown where brax is missing")
@@ -199,7 +199,7 @@ def test_brax_sac_trains_on_mjx_hopper_and_exports(tmp_path, monkeypatch):
         return state
 
     monkeypatch.setattr(brax_sac, "_init_training_state", spy)
-    tiny = get_profile("tiny")
+    tiny = get_data_profile("tiny")
     work = tmp_path / "work"
     run = brax_behaviour.train_behaviour_device("hopper", tiny, seed=3, work_dir=work,
                                                 num_envs=50, episode_length=100,

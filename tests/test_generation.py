@@ -9,11 +9,11 @@ import pytest
 from layout import assert_d4rl_layout
 
 from offrl_jax.data import episode_returns, read_d4rl_hdf5, read_d4rl_metadata
-from offrl_jax.generation import generate, get_profile, is_complete
+from offrl_jax.generation import generate, get_data_profile, is_complete
 from offrl_jax.generation.behaviour import _RunFiles, train_behaviour
 from offrl_jax.tasks import DATASET_KINDS
 
-TINY = get_profile("tiny")
+TINY = get_data_profile("tiny")
 
 
 @pytest.fixture(scope="module")

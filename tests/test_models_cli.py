@@ -31,8 +31,8 @@ def test_model_train_command(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(offrl_jax.data, "load_task_dataset", fake_dataset, raising=False)
     tiny = EnsembleConfig(num_members=3, num_elites=2, hidden_sizes=(8,),
                           weight_decays=(0.0, 0.0), max_epochs=3)
-    monkeypatch.setitem(cli.PROFILES, "test",
-                        cli.ModelProfile(tiny, max_transitions=500, data_profile="tiny"))
+    monkeypatch.setitem(cli.MODEL_SETTINGS, "test",
+                        cli.ModelSettings(tiny, max_transitions=500, data_profile="tiny"))
 
     parser = argparse.ArgumentParser(prog="offrl")
     cli.register(parser.add_subparsers(dest="command", required=True))
@@ -56,7 +56,7 @@ def test_model_train_command(monkeypatch, tmp_path, capsys):
     assert mean.shape == logvar.shape == (3, 2, 12)
 
 
-def test_profiles_are_valid_configs():
-    assert cli.PROFILES["full"].config == EnsembleConfig()
-    assert cli.PROFILES["quick"].config.max_epochs < EnsembleConfig().max_epochs
-    assert cli.default_profile() in cli.PROFILES
+def test_model_settings_are_valid_configs():
+    assert cli.MODEL_SETTINGS["full"].config == EnsembleConfig()
+    assert cli.MODEL_SETTINGS["quick"].config.max_epochs < EnsembleConfig().max_epochs
+    assert cli.default_settings() in cli.MODEL_SETTINGS

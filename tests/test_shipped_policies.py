@@ -14,17 +14,17 @@ from layout import assert_d4rl_layout
 
 from offrl_jax import policies
 from offrl_jax.data import DatasetError, read_d4rl_hdf5, read_d4rl_metadata
-from offrl_jax.generation import generate, get_profile
+from offrl_jax.generation import generate, get_data_profile
 from offrl_jax.generation.export import evaluate_actor
 from offrl_jax.tasks import ENV_SPECS, normalized_score
 
 SHIPPED = sorted(env for env in ENV_SPECS if policies.has_shipped_policies(env))
 # A profile that reads the shipped policies (any but "tiny") at a test-sized dataset.
-SMALL = dataclasses.replace(get_profile("quick"), name="test-small", dataset_size=400,
+SMALL = dataclasses.replace(get_data_profile("quick"), name="test-small", dataset_size=400,
                             collect_envs=2)
 # The size whose reference statistics the manifest records for this test (about 12 medium and
 # 5 expert hopper episodes).
-CHECKED = dataclasses.replace(get_profile("quick"), name="test-5k", dataset_size=5000,
+CHECKED = dataclasses.replace(get_data_profile("quick"), name="test-5k", dataset_size=5000,
                               collect_envs=2)
 
 

@@ -10,9 +10,9 @@ import pytest
 
 from offrl_jax.data import DatasetError, read_d4rl_metadata
 from offrl_jax.data.checksum import path_sha256
-from offrl_jax.generation import generate, get_profile
+from offrl_jax.generation import generate, get_data_profile
 
-VALIDATE = get_profile("validate")
+VALIDATE = get_data_profile("validate")
 
 
 @pytest.mark.parametrize("kind, transitions, episodes, mean", [
@@ -31,7 +31,7 @@ def test_validate_files_keep_their_bytes_and_are_still_checked(tmp_path, monkeyp
     # A test-sized profile that, like validate, keeps the check's outcome out of its files.
     profile = dataclasses.replace(VALIDATE, name="test-validate", dataset_size=400,
                                   collect_envs=2)
-    assert not profile.metadata_records_check and get_profile("quick").metadata_records_check
+    assert not profile.metadata_records_check and get_data_profile("quick").metadata_records_check
 
     def made(reference, out):
         monkeypatch.setattr(generate, "reference_statistics",

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from offrl_jax import pytrees
 from offrl_jax.data._io import atomic_output
 from offrl_jax.evaluation import Evaluator
-from offrl_jax.generation.profiles import GenerationProfile, get_profile
+from offrl_jax.generation.data_profiles import DataProfile, get_data_profile
 from offrl_jax.parts import sac
 from offrl_jax.tasks import get_env_spec
 
@@ -193,11 +193,11 @@ class _RunFiles:
 def _template_state(recipe: dict) -> sac.State:
     """A state of the agent a behaviour run's recipe trained (its profile's SAC settings)."""
     spec = get_env_spec(recipe["env"])
-    agent = sac.Agent(get_profile(recipe["profile"]).sac, spec.obs_dim, spec.act_dim)
+    agent = sac.Agent(get_data_profile(recipe["profile"]).sac, spec.obs_dim, spec.act_dim)
     return agent.init(jax.random.PRNGKey(0))
 
 
-def train_behaviour(env: str, profile: GenerationProfile, seed: int, work_dir: str | Path,
+def train_behaviour(env: str, profile: DataProfile, seed: int, work_dir: str | Path,
                     progress: bool = True, stop_after_segments: int | None = None
                     ) -> BehaviourRun:
     """Train (or resume training) the behaviour SAC policy for ``env``.

@@ -54,7 +54,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from offrl_jax.generation.behaviour import BehaviourRun, PolicyCheckpoint, _RunFiles
-from offrl_jax.generation.profiles import GenerationProfile
+from offrl_jax.generation.data_profiles import DataProfile
 from offrl_jax.networks import LOG_STD_MAX, LOG_STD_MIN
 from offrl_jax.parts import sac
 from offrl_jax.tasks import get_env_spec
@@ -191,7 +191,7 @@ class DeviceSchedule:
         return (self.num_timesteps - self.start_steps) // self.eval_every + 1
 
     @classmethod
-    def of(cls, env: str, profile: GenerationProfile, num_envs: int) -> DeviceSchedule:
+    def of(cls, env: str, profile: DataProfile, num_envs: int) -> DeviceSchedule:
         schedule = cls(num_timesteps=profile.steps_for(env), start_steps=profile.start_steps,
                        eval_every=profile.segment_steps * profile.eval_every_segments,
                        num_envs=num_envs)
@@ -208,7 +208,7 @@ class DeviceSchedule:
         return schedule
 
 
-def train_behaviour_device(env: str, profile: GenerationProfile, seed: int,
+def train_behaviour_device(env: str, profile: DataProfile, seed: int,
                            work_dir: str | Path, num_envs: int = 100,
                            episode_length: int | None = None,
                            progress: bool = True) -> BehaviourRun:

@@ -3,7 +3,7 @@ train and export behaviour policies."""
 
 from __future__ import annotations
 
-from offrl_jax.generation.profiles import PROFILES
+from offrl_jax.generation.data_profiles import DATA_PROFILES
 from offrl_jax.tasks import DATASET_KINDS, ENV_SPECS
 
 
@@ -19,9 +19,10 @@ def register(subparsers) -> None:
     data_sub = data.add_subparsers(dest="data_command", required=True)
     gen = data_sub.add_parser("generate", help="generate D4RL-style datasets (no download)")
     gen.add_argument("--env", nargs="+", default=["hopper"], choices=sorted(ENV_SPECS))
-    gen.add_argument("--profile", choices=sorted(PROFILES), default=None,
-                     help="quick (CPU-sized) or full (D4RL sizes); default: quick on a CPU, "
-                          "full with an accelerator")
+    gen.add_argument("--data-profile", "--profile", dest="profile",
+                     choices=sorted(DATA_PROFILES), default=None,
+                     help="data profile: quick (CPU-sized) or full (D4RL sizes); default: "
+                          "quick on a CPU, full with an accelerator (--profile: the older name)")
     gen.add_argument("--kinds", nargs="+", default=list(DATASET_KINDS), choices=DATASET_KINDS)
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--out", default=None, help="output directory (default: the data cache, "
@@ -40,7 +41,9 @@ def register(subparsers) -> None:
                       "beside D4RL v2's")
     stats.add_argument("--env", nargs="+", default=["halfcheetah", "hopper", "walker2d"],
                        choices=sorted(ENV_SPECS))
-    stats.add_argument("--profile", choices=sorted(PROFILES), default=None)
+    stats.add_argument("--data-profile", "--profile", dest="profile",
+                       choices=sorted(DATA_PROFILES), default=None,
+                       help="data profile (default as for generate; --profile: the older name)")
     stats.add_argument("--files", nargs="*", default=[],
                        help="ENV:PATH of further D4RL .hdf5 files or Minari directories")
     stats.set_defaults(func=_stats)
@@ -61,7 +64,10 @@ def register(subparsers) -> None:
         help="train (or resume) the behaviour SAC policy of one environment; resumable, "
              "checkpoints every evaluation")
     train.add_argument("--env", required=True, choices=sorted(ENV_SPECS))
-    train.add_argument("--profile", choices=sorted(PROFILES), default="full")
+    train.add_argument("--data-profile", "--profile", dest="profile",
+                       choices=sorted(DATA_PROFILES), default="full",
+                       help="data profile whose behaviour budget is trained (--profile: the "
+                            "older name)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--work-dir", required=True,
                        help="resume directory (saved state and replay segments)")
@@ -116,17 +122,17 @@ def _export(args) -> int:
 
 
 def _train_behaviour(args) -> int:
-    from offrl_jax.generation.profiles import get_profile
+    from offrl_jax.generation.data_profiles import get_data_profile
 
     if args.backend == "device":
         from offrl_jax.generation.brax_behaviour import train_behaviour_device
 
-        run = train_behaviour_device(args.env, get_profile(args.profile), args.seed,
+        run = train_behaviour_device(args.env, get_data_profile(args.profile), args.seed,
                                      args.work_dir, num_envs=args.num_envs)
     else:
         from offrl_jax.generation.behaviour import train_behaviour
 
-        run = train_behaviour(args.env, get_profile(args.profile), args.seed, args.work_dir)
+        run = train_behaviour(args.env, get_data_profile(args.profile), args.seed, args.work_dir)
     for c in run.checkpoints:
         print(f"{args.env} env_steps={c.env_steps} mean_return={c.mean_return:.1f}")
     return 0

@@ -204,9 +204,9 @@ def export_behaviour(env: str, work_dir: str | Path, root: str | Path | None = N
     recipe, checkpoints = read_behaviour_run(work_dir)
     if recipe["env"] != env:
         raise ValueError(f"{work_dir}: run is for env {recipe['env']!r}, not {env!r}")
-    from offrl_jax.generation.profiles import get_profile
+    from offrl_jax.generation.data_profiles import get_data_profile
 
-    profile = get_profile(recipe["profile"])
+    profile = get_data_profile(recipe["profile"])
     hidden_dims = list(profile.sac.hidden_dims)
     chosen = choose_policies(env, checkpoints, eval_episodes, candidates,
                              hidden_dims=hidden_dims, medium_target=medium_target, log=log)

@@ -44,7 +44,7 @@ from offrl_jax.data import (
 from offrl_jax.data.validate import derive_episode_ids
 from offrl_jax.generation.behaviour import TRANSITION_KEYS, BehaviourRun, train_behaviour
 from offrl_jax.generation.collect import collect_dataset, concatenate_datasets
-from offrl_jax.generation.profiles import GenerationProfile, get_profile
+from offrl_jax.generation.data_profiles import DataProfile, get_data_profile
 from offrl_jax.generation.versions import data_source, data_version
 from offrl_jax.results.report import library_versions
 from offrl_jax.tasks import DATASET_KINDS, get_env_spec, normalized_score
@@ -70,7 +70,7 @@ def dataset_id(env: str, kind: str, version: str) -> str:
     return f"{env}-{kind}-{version}"
 
 
-def _recipe(env: str, kind: str, profile: GenerationProfile, seed: int) -> dict:
+def _recipe(env: str, kind: str, profile: DataProfile, seed: int) -> dict:
     recipe = {"generator_version": GENERATOR_VERSION, "env": env,
               "gym_id": get_env_spec(env).gym_id, "kind": kind, "profile": profile.name,
               "seed": seed, "dataset_size": profile.dataset_size}
@@ -175,7 +175,7 @@ def reference_check_text(reference: dict | None, problems: list[str]) -> str:
     return "no reference" if reference is None else "; ".join(problems) or "matches"
 
 
-def reference_statistics(env: str, kind: str, profile: GenerationProfile) -> dict | None:
+def reference_statistics(env: str, kind: str, profile: DataProfile) -> dict | None:
     """The shipped reference statistics of this dataset (None when none were recorded)."""
     if data_source(env, profile) != "shipped":
         return None
@@ -215,7 +215,7 @@ def _actor_act(env: str, manifest: dict):
     return actor_agent(env, tuple(manifest["training"]["hidden_dims"])).act
 
 
-def _shipped_collect(env: str, kind: str, profile: GenerationProfile, seed: int,
+def _shipped_collect(env: str, kind: str, profile: DataProfile, seed: int,
                      progress: bool, cache: dict) -> tuple[dict, str]:
     """Arrays and a description of one dataset made from the shipped policies."""
     manifest = policies.load_manifest(env)
@@ -266,7 +266,7 @@ def _shipped_collect(env: str, kind: str, profile: GenerationProfile, seed: int,
             f"scaled by {scale:g}")
 
 
-def generate_env_datasets(env: str, profile: str | GenerationProfile = "quick", seed: int = 0,
+def generate_env_datasets(env: str, profile: str | DataProfile = "quick", seed: int = 0,
                           kinds=DATASET_KINDS, out_dir: str | Path | None = None,
                           work_dir: str | Path | None = None, force: bool = False,
                           progress: bool = True, check: bool = True) -> dict[str, Path]:
@@ -277,7 +277,7 @@ def generate_env_datasets(env: str, profile: str | GenerationProfile = "quick", 
     directory. With ``check``, a dataset made from shipped policies whose statistics differ
     from the shipped reference statistics beyond sampling noise is an error.
     """
-    profile = get_profile(profile) if isinstance(profile, str) else profile
+    profile = get_data_profile(profile) if isinstance(profile, str) else profile
     for kind in kinds:
         if kind not in DATASET_KINDS:
             raise KeyError(f"unknown dataset kind {kind!r}; valid kinds: {DATASET_KINDS}")

@@ -11,11 +11,11 @@ from pathlib import Path
 
 from offrl_jax import policies
 from offrl_jax.data import generated_dataset_path
-from offrl_jax.generation.profiles import GenerationProfile, get_profile
+from offrl_jax.generation.data_profiles import DataProfile, get_data_profile
 from offrl_jax.tasks import Task, get_env_spec
 
 
-def data_source(env: str, profile: GenerationProfile) -> str:
+def data_source(env: str, profile: DataProfile) -> str:
     """"shipped" where shipped policies exist (any profile but the tests' ``tiny``), else
     "trained"."""
     if profile.name != "tiny" and policies.has_shipped_policies(env):
@@ -23,7 +23,7 @@ def data_source(env: str, profile: GenerationProfile) -> str:
     return "trained"
 
 
-def data_version(env: str, profile: GenerationProfile) -> str:
+def data_version(env: str, profile: DataProfile) -> str:
     """The versioned name of the data this profile makes for ``env``: the shipped policies'
     ``data_version`` (``gen1``), or ``trained-<profile>`` for data trained on this machine."""
     if data_source(env, profile) == "shipped":
@@ -35,7 +35,7 @@ def generated_file(env: str, kind: str, profile: str) -> Path:
     """Where the generator writes ``env``'s ``kind`` dataset for the profile named ``profile``,
     in the version that profile makes, so files of another version are never picked up."""
     get_env_spec(env)
-    return generated_dataset_path(env, kind, profile, data_version(env, get_profile(profile)))
+    return generated_dataset_path(env, kind, profile, data_version(env, get_data_profile(profile)))
 
 
 def task_generated_file(task: Task, profile: str) -> Path | None:

@@ -16,21 +16,22 @@ from offrl_jax.models.ensemble import EnsembleConfig, EnsembleState, train_ensem
 
 
 @dataclasses.dataclass(frozen=True)
-class ModelProfile:
-    """A training profile: the ensemble config, an optional cap on the transitions used (a
-    uniformly drawn subset, from the seed) and the generated-data profile to load (which only
-    matters when no real D4RL file is found; see ``offrl_jax.data.load_task_dataset``)."""
+class ModelSettings:
+    """The model settings of ``offrl model train --settings``: the ensemble config, an optional
+    cap on the transitions used (a uniformly drawn subset, from the seed) and the data profile
+    whose generated data is loaded (which only matters when no real D4RL file is found; see
+    ``offrl_jax.data.load_task_dataset``)."""
 
     config: EnsembleConfig
     max_transitions: int | None = None
     data_profile: str = "quick"
 
 
-PROFILES: dict[str, ModelProfile] = {
+MODEL_SETTINGS: dict[str, ModelSettings] = {
     # The published settings (docs/algorithms.md#dynamics-ensemble) on all the data.
-    "full": ModelProfile(EnsembleConfig(), data_profile="full"),
+    "full": ModelSettings(EnsembleConfig(), data_profile="full"),
     # A CPU-sized smoke run: small network, 50k transitions, at most 20 epochs.
-    "quick": ModelProfile(
+    "quick": ModelSettings(
         EnsembleConfig(hidden_sizes=(64, 64), weight_decays=(2.5e-5, 5e-5, 1e-4),
                        max_epochs=20),
         max_transitions=50_000, data_profile="quick",
@@ -38,7 +39,7 @@ PROFILES: dict[str, ModelProfile] = {
 }
 
 
-def default_profile() -> str:
+def default_settings() -> str:
     """``quick`` on a CPU-only machine, ``full`` where JAX sees an accelerator (as for
     ``offrl data generate``)."""
     return "quick" if jax.default_backend() == "cpu" else "full"
@@ -54,9 +55,11 @@ def register(subparsers) -> None:
         "train", help="train a dynamics ensemble on a task's dataset and report its quality")
     train.add_argument("--task", required=True,
                        help="a registered task name, or NAME=ENV:PATH to register one")
-    train.add_argument("--profile", default=None, choices=sorted(PROFILES),
-                       help="full (published settings, all data) or quick (CPU-sized); "
-                            "default: quick on a CPU, full with an accelerator")
+    train.add_argument("--settings", "--profile", dest="settings", default=None,
+                       choices=sorted(MODEL_SETTINGS),
+                       help="model settings: full (published settings, all data) or quick "
+                            "(CPU-sized); default: quick on a CPU, full with an accelerator "
+                            "(--profile: the older name of this flag)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--out", default=None,
                        help="output directory (default runs/models/TASK/seedN)")
@@ -74,29 +77,30 @@ def _train_command(args) -> int:
     from offrl_jax.tasks import parse_task_argument
 
     task = parse_task_argument(args.task)
-    profile_name = args.profile or default_profile()
-    profile = PROFILES[profile_name]
-    dataset = load_task_dataset(task, task_generated_file(task, profile.data_profile))
+    settings_name = args.settings or default_settings()
+    settings = MODEL_SETTINGS[settings_name]
+    dataset = load_task_dataset(task, task_generated_file(task, settings.data_profile))
     obs, act, rew, next_obs = (_field(dataset, name) for name in _FIELDS)
     rew = rew.reshape(-1)
     total = obs.shape[0]
-    if profile.max_transitions is not None and total > profile.max_transitions:
+    if settings.max_transitions is not None and total > settings.max_transitions:
         rows = np.sort(np.random.default_rng(args.seed).choice(
-            total, profile.max_transitions, replace=False))
+            total, settings.max_transitions, replace=False))
         obs, act, rew, next_obs = obs[rows], act[rows], rew[rows], next_obs[rows]
 
     out = Path(args.out) if args.out else Path("runs") / "models" / task.name / f"seed{args.seed}"
     out.mkdir(parents=True, exist_ok=True)
     print(f"training dynamics ensemble on {task.name} ({obs.shape[0]} of {total} transitions, "
-          f"profile {profile_name}, seed {args.seed}) on {jax.devices()[0].device_kind}")
+          f"settings {settings_name}, seed {args.seed}) on {jax.devices()[0].device_kind}")
     start = time.perf_counter()
     state = jax.block_until_ready(
-        train_ensemble(jax.random.key(args.seed), obs, act, rew, next_obs, profile.config))
+        train_ensemble(jax.random.key(args.seed), obs, act, rew, next_obs, settings.config))
     seconds = time.perf_counter() - start
     model_path = save_model(out / "model", state)
 
     report = quality_report(state, obs, act, rew, next_obs)
-    report.update(task=task.name, profile=profile_name, seed=args.seed,
+    # The key keeps its first name, so reports written before read the same.
+    report.update(task=task.name, profile=settings_name, seed=args.seed,
                   transitions=int(obs.shape[0]), train_seconds=seconds, model_path=str(model_path))
     (out / "report.json").write_text(json.dumps(report, indent=2))
     print(format_report(report))

@@ -1,4 +1,9 @@
-"""Generation profiles: how much behaviour training and how many transitions per dataset.
+"""Data profiles: how much behaviour training and how many transitions per generated dataset.
+
+A data profile is named by a run profile (``offrl bench --profile``,
+:mod:`offrl_jax.training.profiles`) for its generated data and chosen directly by
+``offrl data generate --data-profile``. A generated file's metadata names it as
+``recipe["profile"]`` (the key of the files written so far).
 
 ``full`` follows D4RL (1M-step SAC, 1M transitions per dataset); ``quick`` fits a 2-core CPU;
 ``tiny`` exists for the tests. Per-environment step budgets are data, not code. Where an
@@ -15,7 +20,7 @@ from offrl_jax.parts import sac
 
 
 @dataclasses.dataclass(frozen=True)
-class GenerationProfile:
+class DataProfile:
     name: str
     train_steps: dict[str, int]      # behaviour SAC env steps, per environment
     start_steps: int                 # uniform-random exploration steps at the start
@@ -35,18 +40,18 @@ class GenerationProfile:
         try:
             return self.train_steps[env]
         except KeyError:
-            raise KeyError(f"profile {self.name!r} has no behaviour budget for {env!r}; "
+            raise KeyError(f"data profile {self.name!r} has no behaviour budget for {env!r}; "
                            f"it covers {sorted(self.train_steps)}") from None
 
 
-PROFILES = {
-    "tiny": GenerationProfile(
+DATA_PROFILES = {
+    "tiny": DataProfile(
         name="tiny",
         train_steps={env: 1500 for env in ("halfcheetah", "hopper", "walker2d", "ant")},
         start_steps=500, segment_steps=250, eval_every_segments=2, eval_episodes=2,
         dataset_size=1000, collect_envs=4,
         sac=sac.Config(hidden_dims=(32, 32), actor_lr=1e-3, critic_lr=1e-3), batch_size=64),
-    "quick": GenerationProfile(
+    "quick": DataProfile(
         name="quick",
         train_steps={"halfcheetah": 60_000, "hopper": 60_000, "walker2d": 60_000,
                      "ant": 60_000},
@@ -63,14 +68,14 @@ PROFILES = {
     # walker2d's and halfcheetah's medium-replay) gets one, once its seed-0 file is made, from
     # `offrl data generate --env ENV --profile validate --kinds medium-replay
     # --record-reference`, which reads the statistics the file's metadata records.
-    "validate": GenerationProfile(
+    "validate": DataProfile(
         name="validate",
         train_steps={"halfcheetah": 60_000, "hopper": 60_000, "walker2d": 60_000,
                      "ant": 60_000},
         start_steps=5_000, segment_steps=1_000, eval_every_segments=4, eval_episodes=4,
         dataset_size=200_000, collect_envs=10, replay_scale=1.0,
         metadata_records_check=False),
-    "full": GenerationProfile(
+    "full": DataProfile(
         name="full",
         train_steps={env: 1_000_000 for env in ("halfcheetah", "hopper", "walker2d", "ant")},
         start_steps=10_000, segment_steps=1_000, eval_every_segments=10, eval_episodes=10,
@@ -78,8 +83,9 @@ PROFILES = {
 }
 
 
-def get_profile(name: str) -> GenerationProfile:
+def get_data_profile(name: str) -> DataProfile:
     try:
-        return PROFILES[name]
+        return DATA_PROFILES[name]
     except KeyError:
-        raise KeyError(f"unknown profile {name!r}; valid profiles: {sorted(PROFILES)}") from None
+        raise KeyError(f"unknown data profile {name!r}; valid data profiles: "
+                       f"{sorted(DATA_PROFILES)}") from None
