@@ -379,6 +379,34 @@ def test_a_finished_cell_without_checkpoints_is_not_retrained(toy_hopper_dataset
     assert [json.loads(line)["step"] for line in records.read_text().splitlines()] == steps
 
 
+def test_a_finished_cell_of_an_earlier_algorithm_version_is_retrained(toy_hopper_dataset,
+                                                                       tmp_path, capsys,
+                                                                       monkeypatch):
+    """A finished cell whose file records another algorithm version (a file without one is
+    version 1) is trained again when its checkpoints are gone, and a checkpoint of another
+    version is not resumed: the config alone does not say what the code computed."""
+    import dataclasses
+    import shutil
+
+    from offrl_jax.algorithms import registry
+
+    out = tmp_path / "run"
+    args = _bc_bench_args(toy_hopper_dataset, tmp_path, "versioned-toy", 2, out)
+    main([*args, "--updates", "40"])
+    cell = out / "cells" / "bc__versioned-toy.json"
+    assert json.loads(cell.read_text())["algorithm_version"] == 1
+    monkeypatch.setitem(registry.ALGORITHMS, "bc",
+                        dataclasses.replace(registry.ALGORITHMS["bc"], version=2))
+    with pytest.raises(ValueError, match="algorithm_version"):
+        main([*args, "--updates", "40"])  # its checkpoint is version 1's
+    shutil.rmtree(out / "checkpoints")
+    capsys.readouterr()
+    main([*args, "--updates", "40"])
+    assert "training from the start" in capsys.readouterr().out
+    again = json.loads(cell.read_text())
+    assert again["algorithm_version"] == 2 and again["invocations"][-1]["updates"] == 40
+
+
 def test_the_commit_note_names_the_commits_that_trained_cells_finished_earlier():
     """Nothing to add when every cell was trained at the run's commit; otherwise each commit
     (short), its cells, and the calls from before invocations carried their commit."""

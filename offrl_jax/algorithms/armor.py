@@ -450,4 +450,6 @@ def check_reference(ref_params, ref_actor, spec, source: str) -> None:
 
 # The ARMOR paper's per-dataset settings are not checked yet; the defaults above apply to every
 # task (docs/algorithms.md#armor).
-ALGORITHM = Registration("armor", ArmorConfig, ARMOR)
+# version 2: loss (4) with beta over the Bellman error and lambda E_D together, the reward
+# anchored at the pretrained model's error, pi_ref scored (version 1: lambda outside beta).
+ALGORITHM = Registration("armor", ArmorConfig, ARMOR, version=2)

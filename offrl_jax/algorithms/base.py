@@ -181,6 +181,10 @@ class Registration:
     config_cls: type
     make: Callable
     task_settings: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+    # Bumped when the algorithm computes something else for the same config (a corrected
+    # loss, halting, penalty): a finished cell or a checkpoint of an earlier version is not
+    # taken as this version's (offrl_jax.training.cells, Trainer.fingerprint).
+    version: int = 1
 
     def paths(self) -> dict[str, Any]:
         """``{path: default}`` of every setting of this algorithm's config."""

@@ -216,4 +216,5 @@ _OTHER = {"halfcheetah-medium-expert": {"real_ratio": 0.5},
 TASK_SETTINGS = {task: {"rollouts.horizon": h, "penalty_coef": beta, **_OTHER.get(task, {})}
                  for task, (h, beta) in _H_BETA.items()}
 
-ALGORITHM = Registration("mobile", MOBILEConfig, MOBILE, TASK_SETTINGS)
+# version 2: the official penalty by default (version 1: the Bellman-target std).
+ALGORITHM = Registration("mobile", MOBILEConfig, MOBILE, TASK_SETTINGS, version=2)

@@ -167,4 +167,5 @@ class MOReL(dynamics.SharedModel, Algorithm):
         return self.agent.act(state.agent, obs, key, deterministic)
 
 
-ALGORITHM = Registration("morel", MOReLConfig, MOReL)
+# version 2: a halt truncates and bootstraps (mjrl), where version 1 made it terminal.
+ALGORITHM = Registration("morel", MOReLConfig, MOReL, version=2)

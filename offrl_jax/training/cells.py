@@ -245,6 +245,7 @@ def run_cell(cell: Cell, dataset: Dataset | None = None, made: Algorithm | None 
     info = {"algorithm": cell.algorithm, "task": task.name, "sweep": cell.sweep,
             "seeds": list(cell.seeds), "train": dataclasses.asdict(cell.train),
             "config": repr(cell.config),
+            "algorithm_version": get_algorithm(cell.algorithm).version,
             "data": {key: cell.data.get(key) for key in ("dataset_id", "path", "sha256")},
             **_where(), "started": started, "status": "running"}
 
@@ -296,7 +297,8 @@ def run_cell(cell: Cell, dataset: Dataset | None = None, made: Algorithm | None 
 
 def _finished_elsewhere(cell: Cell, task_name: str, previous: dict, out_dir: Path) -> bool:
     """Whether ``previous`` (the cell file's content) records this very cell finished (same
-    algorithm, task, sweep, seeds, schedule, config and data sha256), its checkpoints are absent
+    algorithm and algorithm version (a file without one: version 1), task, sweep, seeds,
+    schedule, config and data sha256), its checkpoints are absent
     and its records hold every row's evaluation at the last update, as many rows as at the first
     evaluation. A cell with checkpoints resumes from them as ever (0 updates when finished)."""
     if previous.get("status") != "finished":
@@ -309,6 +311,8 @@ def _finished_elsewhere(cell: Cell, task_name: str, previous: dict, out_dir: Pat
     found = {**{k: previous.get(k) for k in expected if k != "sha256"},
              "sha256": (previous.get("data") or {}).get("sha256")}
     if json.loads(json.dumps(expected)) != json.loads(json.dumps(found)):
+        return False
+    if previous.get("algorithm_version", 1) != get_algorithm(cell.algorithm).version:
         return False
     path = records_path(out_dir, cell.algorithm, task_name, cell.sweep)
     try:

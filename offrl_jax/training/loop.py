@@ -202,6 +202,7 @@ class Trainer:
                  made: Algorithm | None = None, sweep_checked: bool = False):
         # Made once: its networks and optimizers are built here (or were, by a run plan, which
         # hands its ``made``), its states hold arrays only.
+        self.version = algorithm.version
         self.algorithm = algorithm = algorithm.make(config, spec) if made is None else made
         self.config, self.train = config, train
         self.spec = spec
@@ -304,6 +305,8 @@ class Trainer:
             fingerprint["sweep"] = self.sweep
         if self.num_padding:  # another device count pads differently: another state shape
             fingerprint["padding_rows"] = self.num_padding
+        if self.version != 1:  # only then, so version 1's checkpoints still match
+            fingerprint["algorithm_version"] = self.version
         return fingerprint
 
     def _place(self, tree):
