@@ -50,17 +50,20 @@ SETTINGS = {"agent.hidden_dims": (256, 256), "batch_size": 128, "model_batch_siz
 
 
 def run(out: Path, seeds: int, updates: int, eval_every: int, episodes: int,
-        profile_settings: bool) -> None:
+        profile_settings: bool, warmstart: int | None = None,
+        references: tuple[str, ...] = REFERENCES) -> None:
     from offrl_jax.training.runner import run_benchmark
 
     models = out / "models"
     models.mkdir(parents=True, exist_ok=True)
-    for reference in REFERENCES:
+    for reference in references:
         cell = out / f"reference-{reference}"
         cell.mkdir(parents=True, exist_ok=True)
         if not (cell / "models").exists():
             (cell / "models").symlink_to(Path("..") / "models")
         settings = {} if profile_settings else dict(SETTINGS)
+        if warmstart is not None:
+            settings["warmstart_steps"] = warmstart
         settings["reference"] = reference
         run_benchmark(["armor"], [TASK], list(range(seeds)), "validate", cell,
                       overrides={"armor": settings}, sweep={"beta": list(BETAS)},
@@ -132,11 +135,15 @@ def main() -> None:
     parser.add_argument("--eval-episodes", type=int, default=5)
     parser.add_argument("--profile-settings", action="store_true",
                         help="ARMOR's defaults instead of the CPU-sized SETTINGS")
+    parser.add_argument("--warmstart", type=int, default=None,
+                        help="warm-start updates (default: SETTINGS', or ARMOR's with "
+                             "--profile-settings)")
+    parser.add_argument("--references", nargs="+", choices=REFERENCES, default=list(REFERENCES))
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
     if not args.report_only:
         run(args.out, args.seeds, args.updates, args.eval_every, args.eval_episodes,
-            args.profile_settings)
+            args.profile_settings, args.warmstart, tuple(args.references))
     report(args.out)
 
 
