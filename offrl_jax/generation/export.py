@@ -231,7 +231,7 @@ def export_behaviour(env: str, work_dir: str | Path, root: str | Path | None = N
     pieces = replay_schedule(checkpoints, medium_steps, profile.start_steps, replay_every)
     schedule = [{"policy": None if p["policy"] is None else write(p["policy"]),
                  "env_steps": p["env_steps"], "transitions": p["transitions"]} for p in pieces]
-    from offrl_jax.results.report import device_description, git_commit, library_versions
+    from offrl_jax.results.provenance import device_description, git_commit, library_versions
 
     commit, dirty = git_commit()
     manifest = {

@@ -46,7 +46,7 @@ from offrl_jax.generation.behaviour import TRANSITION_KEYS, BehaviourRun, train_
 from offrl_jax.generation.collect import collect_dataset, concatenate_datasets
 from offrl_jax.generation.data_profiles import DataProfile, get_data_profile
 from offrl_jax.generation.versions import data_source, data_version
-from offrl_jax.results.report import library_versions
+from offrl_jax.results.provenance import library_versions
 from offrl_jax.tasks import DATASET_KINDS, get_env_spec, normalized_score
 
 GENERATOR_VERSION = 2
