@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from offrl_jax.data._io import atomic_output
+from offrl_jax.files import atomic_output
 
 POLICY_ROOT = Path(__file__).parent / "generation" / "policies"
 MANIFEST_FORMAT = 1

@@ -1,38 +1,18 @@
-"""File helpers shared by the readers and writers: atomic output and guarded HDF5 opening."""
+"""File helpers shared by the readers and writers: guarded HDF5 opening, and atomic output
+(:func:`offrl_jax.files.atomic_output`, re-exported for them)."""
 
 from __future__ import annotations
 
 import contextlib
-import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import h5py
 
 from offrl_jax.data.validate import DatasetError
+from offrl_jax.files import atomic_output
 
-
-@contextlib.contextmanager
-def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; move it onto ``path`` only if the block succeeds.
-
-    The temporary file lives in the same directory (so ``os.replace`` is an atomic rename) and
-    is removed on any exception, so ``path`` is either the complete new file or untouched.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+__all__ = ["atomic_output", "open_hdf5", "read_array"]
 
 
 @contextlib.contextmanager

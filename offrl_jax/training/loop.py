@@ -390,23 +390,17 @@ class Trainer:
             result = self._evaluate(state, interval)
             reference = (None if self.reference_evaluator is None
                          else self._evaluate(state, interval, self.reference_evaluator))
-            returns, normalized = result.returns, result.normalized
             failed_host = np.asarray(failed)
             metrics_host = jax.tree_util.tree_map(np.asarray, metrics)
             step = (interval + 1) * self.train.eval_every
             new_records = []
             for i, (point, seed) in enumerate(self.rows):
                 # A failed row keeps its last finite parameters and is evaluated like the
-                # others (flagged); only a non-finite evaluation has no score.
-                scored = bool(np.all(np.isfinite(returns[i])))
+                # others (flagged); only a non-finite evaluation has no score. Every episode is
+                # kept, for statistics beyond the mean and policy selection.
                 new_records.append({
                     "seed": seed, **({"sweep": point} if self.sweep else {}),
-                    "step": step, "failed": bool(failed_host[i]),
-                    "return": float(returns[i].mean()) if scored else None,
-                    "normalized_score": float(normalized[i].mean()) if scored else None,
-                    # Every episode, for statistics beyond the mean and policy selection.
-                    "episode_returns": [float(r) for r in returns[i]] if scored else None,
-                    "episode_lengths": [int(n) for n in result.lengths[i]],
+                    "step": step, "failed": bool(failed_host[i]), **_scored(result, i),
                     "metrics": {k: float(v[i]) for k, v in metrics_host.items()},
                     **({} if reference is None else {"reference": _scored(reference, i)}),
                 })
