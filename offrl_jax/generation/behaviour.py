@@ -29,8 +29,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from offrl_jax import pytrees
-from offrl_jax.files import atomic_output
 from offrl_jax.evaluation import Evaluator
+from offrl_jax.files import atomic_output
 from offrl_jax.generation.data_profiles import DataProfile, get_data_profile
 from offrl_jax.parts import sac
 from offrl_jax.tasks import get_env_spec
