@@ -453,3 +453,45 @@ def test_actor_loss_without_entropy_is_the_posters_and_stays_finite():
     assert all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in leaves)
     assert any(float(jnp.max(jnp.abs(a - b))) > 0 for a, b in zip(
         leaves, jax.tree_util.tree_leaves(state.actor_params), strict=True))
+
+
+def test_warm_start_for_a_given_policy_clones_it_and_fits_the_critics_for_it():
+    """ARMOR's warm start with a given pi_ref, on a chain with reward a (never terminal, gamma
+    0.5) whose data holds actions -0.8 and +0.8 alike: with a target policy at +0.8 the actor
+    clones it and the critics value its continuation, V = 0.8 / (1 - 0.5) = 1.6, so
+    Q(s, +0.8) = 1.6 and Q(s, -0.8) = 0. ATAC's warm start clones the data's mixture (mean
+    action about 0), whose continuation is worth about 0: Q(s, +0.8) about 0.8."""
+    rng = np.random.default_rng(0)
+    num = 2048
+    obs = rng.normal(size=(num, BANDIT.obs_dim)).astype(np.float32)
+    signs = np.where(np.arange(num) % 2 == 0, 1.0, -1.0)[:, None]
+    actions = np.clip(0.8 * signs + 0.02 * rng.normal(size=(num, 1)), -0.99,
+                      0.99).astype(np.float32)
+    zeros = np.zeros(num, np.float32)
+    data = Dataset.from_arrays(observations=obs, actions=actions, rewards=actions[:, 0],
+                               next_observations=rng.normal(size=obs.shape).astype(np.float32),
+                               terminals=zeros, timeouts=zeros, episode_ids=np.arange(num))
+    config = atac_config(hidden_dims=(32, 32), batch_size=128, warmstart_lr=3e-3)
+    config = dataclasses.replace(config, agent=dataclasses.replace(config.agent, gamma=0.5))
+    agent = sac.Agent(config.agent, BANDIT.obs_dim, BANDIT.act_dim)
+
+    def target(observations, key):
+        return jnp.clip(0.8 + 0.02 * jax.random.normal(key, observations.shape[:-1] + (1,)),
+                        -0.99, 0.99)
+
+    def warm(target_policy):
+        return jax.jit(lambda k: atac_part.warm_start(
+            agent, agent.init(k), config, data, jax.random.fold_in(k, 1), 1500,
+            target_policy=target_policy)[0])(jax.random.PRNGKey(0))
+
+    test_obs = jnp.asarray(obs[:256])
+
+    def q_at(state, action):
+        return float(jnp.mean(agent.q(state.critic_params, test_obs,
+                                      jnp.full((256, 1), action))))
+
+    state = warm(target)
+    assert abs(float(jnp.mean(agent.act(state, test_obs, jax.random.PRNGKey(2)))) - 0.8) < 0.05
+    assert q_at(state, 0.8) == pytest.approx(1.6, abs=0.25)
+    assert q_at(state, -0.8) == pytest.approx(0.0, abs=0.25)
+    assert q_at(warm(None), 0.8) < 1.2

@@ -50,7 +50,10 @@ show how far the adversary's model has left the data (``model_*`` against ``fitt
 ``model_fit_excess`` is E_D(M) - E_D(M_fitted), the alpha the run realises).
 
 Initialisation (:func:`init`, all compiled): pi and pi_ref from ATAC's warm start (behaviour cloning
-plus a Bellman fit of the critics on real data; pi starts AS pi_ref); the model pretrained by
+plus a Bellman fit of the critics on real data; pi starts AS pi_ref). With a given pi_ref (a
+shipped policy or a file), the warm start clones pi_ref's actions on the data's states instead
+and fits the critics for pi_ref, and pi takes pi_ref's weights where the networks match: the
+game then starts at pi = pi_ref with critics that value pi_ref. The model pretrained by
 maximum likelihood (the dynamics part, :mod:`offrl_jax.parts.dynamics`, with one member and no
 bootstrap, keyed like the model-based algorithms' ensembles, so the training loop can fit it once
 per seed and reuse it across runs); D_model empty.
@@ -274,20 +277,22 @@ class ARMOR(dynamics.SharedModel, Algorithm):
         agent_key, warm_key = jax.random.split(key)
         error_key = jax.random.fold_in(key, 7)
         agent = self.agent.init(agent_key)
-        if config.warmstart_steps > 0:
-            agent, _ = atac.warm_start(self.agent, agent, config, dataset, warm_key,
-                                       config.warmstart_steps)
-        model = dynamics.fit_or_take(key, spec, dataset, config.dynamics, pretrained)
-        if self.reference_params is None:
-            ref_params = agent.actor_params
-        else:
+        ref_params = None
+        if self.reference_params is not None:
             ref_params = jax.tree_util.tree_map(jnp.asarray, self.reference_params)
-            if (jax.tree_util.tree_structure(ref_params)
-                    == jax.tree_util.tree_structure(agent.actor_params)
-                    and all(a.shape == b.shape for a, b in zip(
-                        jax.tree_util.tree_leaves(ref_params),
-                        jax.tree_util.tree_leaves(agent.actor_params), strict=True))):
-                agent = agent.replace(actor_params=ref_params)  # pi starts AS pi_ref
+        if config.warmstart_steps > 0:
+            # A given pi_ref: pi clones it and the critics are fitted for it, so the game starts
+            # at pi = pi_ref with critics that value pi_ref (ATAC's warm start would fit them
+            # for the data's behaviour clone instead).
+            target = None if ref_params is None else (
+                lambda obs, k: self.reference_sample(ref_params, obs, k))
+            agent, _ = atac.warm_start(self.agent, agent, config, dataset, warm_key,
+                                       config.warmstart_steps, target_policy=target)
+        model = dynamics.fit_or_take(key, spec, dataset, config.dynamics, pretrained)
+        if ref_params is None:
+            ref_params = agent.actor_params
+        elif _same_shapes(ref_params, agent.actor_params):
+            agent = agent.replace(actor_params=ref_params)  # pi starts AS pi_ref
         if config.model_fit == "fitted":
             mse = fitted_reward_error(model, dataset, error_key,
                                       min(config.fitted_error_samples, int(dataset.size)))
@@ -422,6 +427,12 @@ class ARMOR(dynamics.SharedModel, Algorithm):
                                deterministic)
 
 
+def _same_shapes(a, b) -> bool:
+    leaves_a, leaves_b = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
+    return (jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)
+            and all(x.shape == y.shape for x, y in zip(leaves_a, leaves_b, strict=True)))
+
+
 def load_reference(reference: str, spec) -> dict:
     """pi_ref's parameters (numpy) for ``ArmorConfig.reference``: a shipped role of
     ``spec.name``'s behaviour policies, or an actor file."""
@@ -450,6 +461,8 @@ def check_reference(ref_params, ref_actor, spec, source: str) -> None:
 
 # The ARMOR paper's per-dataset settings are not checked yet; the defaults above apply to every
 # task (docs/algorithms.md#armor).
-# version 2: loss (4) with beta over the Bellman error and lambda E_D together, the reward
-# anchored at the pretrained model's error, pi_ref scored (version 1: lambda outside beta).
-ALGORITHM = Registration("armor", ArmorConfig, ARMOR, version=2)
+# version 3: with a given pi_ref, the warm start clones pi_ref and fits the critics for it
+# (version 2: for the data's behaviour clone). Version 2: loss (4) with beta over the Bellman
+# error and lambda E_D together, the reward anchored at the pretrained model's error, pi_ref
+# scored (version 1: lambda outside beta).
+ALGORITHM = Registration("armor", ArmorConfig, ARMOR, version=3)

@@ -115,9 +115,15 @@ def actor_step(agent: sac.Agent, state: sac.State, config, obs, key):
                    "entropy": entropy}
 
 
-def warm_start(agent: sac.Agent, state: sac.State, config, dataset, key, num_steps: int):
+def warm_start(agent: sac.Agent, state: sac.State, config, dataset, key, num_steps: int,
+               target_policy=None):
     """``num_steps`` of behaviour cloning of the actor and a Bellman fit of the critics to that
     policy (the ``residual_weight`` mix, no pessimism), in one ``lax.scan``.
+
+    ``target_policy``: None clones the data's actions (ATAC's warm start); a function
+    ``(observations, key) -> actions`` of a fixed policy makes the actor clone that policy's
+    sampled actions on the data's states and fits the critics for that policy (its next
+    actions in the Bellman targets): ARMOR's warm start for a given pi_ref.
 
     Both use ``config.warmstart_lr``; the critics are projected and their targets updated every
     step. Returns the agent state with new actor, critic and target parameters (optimizer states
@@ -134,9 +140,16 @@ def warm_start(agent: sac.Agent, state: sac.State, config, dataset, key, num_ste
     def step(carry, step_key):
         bc_state, critic_params, target_params, critic_opt = carry
         bc_key, batch_key, next_key = jax.random.split(step_key, 3)
-        bc_state, bc_metrics = cloner.update(bc_state, dataset, bc_key)
         batch = sample_batch(dataset, batch_key, config.batch_size)
-        next_act, _ = agent.sample(bc_state.actor_params, batch.next_observations, next_key)
+        if target_policy is None:
+            bc_state, bc_metrics = cloner.update(bc_state, dataset, bc_key)
+            next_act, _ = agent.sample(bc_state.actor_params, batch.next_observations, next_key)
+        else:
+            target_key, clone_key = jax.random.split(bc_key)
+            bc_state, bc_metrics = cloner.update_on(
+                bc_state, batch.observations, target_policy(batch.observations, target_key),
+                clone_key)
+            next_act = target_policy(batch.next_observations, next_key)
         target_next = agent.q(target_params, batch.next_observations, next_act).min(0)
 
         def loss_fn(params):

@@ -73,14 +73,19 @@ class Cloner:
     def update(self, state: State, dataset, key):
         """One maximum-likelihood step on a minibatch of ``dataset``: ``(state, metrics)``."""
         batch = sample_batch(dataset, key, self.config.batch_size)
+        return self.update_on(state, batch.observations, batch.actions, key)
+
+    def update_on(self, state: State, observations, actions, key):
+        """One maximum-likelihood step on given ``(observations, actions)`` (another policy's
+        actions, to clone it): ``(state, metrics)``."""
 
         def loss_fn(params):
-            return -jnp.mean(self.log_likelihood(params, batch.observations, batch.actions))
+            return -jnp.mean(self.log_likelihood(params, observations, actions))
 
         loss, grads = jax.value_and_grad(loss_fn)(state.actor_params)
         updates, opt_state = self.tx.update(grads, state.opt_state, state.actor_params)
         params = optax.apply_updates(state.actor_params, updates)
-        mse = jnp.mean((self.act(state, batch.observations, key) - batch.actions) ** 2)
+        mse = jnp.mean((self.act(state, observations, key) - actions) ** 2)
         return (state.replace(actor_params=params, opt_state=opt_state, step=state.step + 1),
                 {"nll": loss, "action_mse": mse})
 
