@@ -98,16 +98,32 @@ def test_smoke_summary_opens_with_its_budget(tmp_path, monkeypatch):
     main(["bench", "--profile", "quick", "--algos", "bc", "mopo", "--out", "q"])
     summary = (tmp_path / "q" / "summary.md").read_text()
     first, rest = summary.split("\n\n", 1)
-    assert first.startswith("**A budget-limited smoke run")
-    assert "bc 10k of 1M, mopo 5k of 3M" in first
+    assert first.startswith("**A budget-limited run")
+    assert "bc 100k of 1M, mopo 5k of 3M" in first
     assert "results/validate/summary.md" in first
     assert rest == "| algorithm | task |\n"
 
 
-def test_smoke_note_only_for_smoke_profiles():
-    assert training_cli.smoke_note("validate", {"bc": 200_000}) == ""
-    assert training_cli.smoke_note("quick", {"bc": 1_000_000}) == ""
-    note = training_cli.smoke_note("tiny", {"bc": 200, "cql": 1_500_000})
+def test_budget_note_only_for_budget_profiles(tmp_path):
+    assert training_cli.budget_note("validate", {"bc": 200_000}) == ""
+    assert training_cli.budget_note("quick", {"bc": 1_000_000}) == ""
+    note = training_cli.budget_note("tiny", {"bc": 200, "cql": 1_500_000})
     assert "bc 200 of 1M" in note and "cql" not in note
     assert [training_cli.format_count(n) for n in (200, 2_000, 10_000, 1_500_000, 12_345)] == [
         "200", "2k", "10k", "1.5M", "12345"]
+
+
+def test_budget_note_quotes_the_validated_rows_of_the_same_tasks(tmp_path):
+    table = tmp_path / "summary.csv"
+    table.write_text("algorithm,task,final_mean,final_std,seeds\n"
+                     "bc,hopper-medium-replay,22.04,9.11,5\n"
+                     "td3bc,hopper-medium-replay,89.2,8.8,5\n"
+                     "td3bc,hopper-medium-expert,100.0,1.0,5\n")
+    note = training_cli.budget_note("quick", {"bc": 100_000, "td3bc": 100_000, "iql": 100_000},
+                                    ["hopper-medium-replay"], validated=table)
+    assert ("bc 22.0 ± 9.1 (5 seeds), td3bc 89.2 ± 8.8 (5 seeds)." in note
+            and "100.0" not in note and "iql" not in note.split("Validated")[1])
+    # No validated rows for the task: the note points to the file instead.
+    note = training_cli.budget_note("quick", {"bc": 100_000}, ["walker2d-medium"],
+                                    validated=table)
+    assert "Validated on" not in note and "results/validate/summary.md" in note

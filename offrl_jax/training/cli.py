@@ -14,10 +14,11 @@ from offrl_jax.training.profiles import RUN_PROFILES
 # user's run never overwrites the committed tables; `make results-quick` regenerates those.
 DEFAULT_OUT_ROOT = "runs"
 
-# Profiles that train each algorithm for a small fraction of its reference budget (the full
-# profile's updates): their summary.md opens with a note saying so (smoke_note).
-SMOKE_PROFILES = ("quick", "tiny")
+# Profiles that train each algorithm for a fraction of its reference budget (the full
+# profile's updates): their summary.md opens with a note saying so (budget_note).
+BUDGET_PROFILES = ("quick", "tiny")
 VALIDATED_SUMMARY = "results/validate/summary.md"
+VALIDATED_TABLE = "results/validate/summary.csv"
 
 
 def default_out(profile: str) -> str:
@@ -107,26 +108,56 @@ def check_bench_numbers(args) -> None:
         raise SystemExit("offrl bench: " + "; ".join(problems))
 
 
-def smoke_note(profile: str, updates: dict[str, int]) -> str:
-    """The paragraph that opens a smoke profile's summary.md: every row whose updates
+def budget_note(profile: str, updates: dict[str, int], tasks=(), validated=None) -> str:
+    """The paragraph that opens a budget profile's summary.md: every row whose updates
     (``{algorithm: updates}``) are below its reference budget (the full profile's, the papers'
-    counts) is budget-limited, and the validated numbers are elsewhere. Empty when no row is."""
+    counts) is budget-limited, and where the validated numbers are, with the validated final
+    scores of the same algorithms on ``tasks`` when ``validated`` (the path of
+    results/validate/summary.csv; default: the repository's) has them. Empty when no row is
+    limited."""
     reference = RUN_PROFILES["full"]
     limited = {name: (count, reference.train_for(name).num_updates)
                for name, count in sorted(updates.items())
                if count < reference.train_for(name).num_updates}
-    if profile not in SMOKE_PROFILES or not limited:
+    if profile not in BUDGET_PROFILES or not limited:
         return ""
     rows = ", ".join(f"{name} {format_count(count)} of {format_count(budget)}"
                      for name, (count, budget) in limited.items())
     share = max(count / budget for count, budget in limited.values())
-    return (f"**A budget-limited smoke run, not a benchmark result.** The `{profile}` profile "
-            f"trains each algorithm for at most {share:.1%} of its reference budget (the "
-            f"papers' update counts, the `full` profile), with smaller networks and models, so "
-            f"its scores show that every stage runs end to end, not what the algorithms reach. "
-            f"Budget-limited rows (updates trained of the reference budget): {rows}. The "
-            f"validated numbers (full-size networks, 20k to 200k updates, 3 to 5 seeds) are in "
-            f"the repository's {VALIDATED_SUMMARY}.\n\n")
+    same = validated_rows(sorted(limited), tasks, validated)
+    where = (f" Validated on the same tasks (full-size networks, the validate profile's "
+             f"budgets; final score, mean ± sample std over seeds, {VALIDATED_SUMMARY}): "
+             f"{same}." if same else f" The validated numbers are in the repository's "
+             f"{VALIDATED_SUMMARY}.")
+    return (f"**A budget-limited run, not the benchmark's result.** The `{profile}` profile "
+            f"trains each algorithm for at most {share:.0%} of its reference budget (the "
+            f"papers' update counts, the `full` profile), so its scores rank what separates "
+            f"early, not what the algorithms reach. Budget-limited rows (updates trained of "
+            f"the reference budget): {rows}.{where}\n\n")
+
+
+def validated_rows(algorithms, tasks, path=None) -> str:
+    """``"bc 22.0 ± 9.1 (5 seeds), ..."``: the validated final scores of ``algorithms`` on
+    ``tasks`` from results/validate/summary.csv (the repository's when ``path`` is None); empty
+    when the file or the rows are absent."""
+    import csv
+
+    path = Path(path) if path is not None else (
+        Path(__file__).resolve().parents[2] / VALIDATED_TABLE)
+    if not path.is_file():
+        return ""
+    with path.open(newline="") as handle:
+        table = {(row["algorithm"], row["task"]): row for row in csv.DictReader(handle)}
+    found = []
+    for task in tasks:
+        for name in algorithms:
+            row = table.get((name, task))
+            if row is not None:
+                found.append(f"{name} {float(row['final_mean']):.1f} ± "
+                             f"{float(row['final_std']):.1f} ({row['seeds']} seeds)")
+        if found and len(tasks) > 1:
+            found[-1] += f" on {task}"
+    return ", ".join(found)
 
 
 def format_count(count: int) -> str:
@@ -274,7 +305,7 @@ def _bench(args) -> int:
     except ConfigError as error:
         raise SystemExit(f"offrl bench: {error}") from None
     updates = {name: plan.trains[name].num_updates for name in algos}
-    note = smoke_note(profile, updates)
+    note = budget_note(profile, updates, tasks)
     if note:
         _open_summary_with(Path(out) / "summary.md", note)
     return 0
