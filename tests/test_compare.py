@@ -131,3 +131,21 @@ def test_report_keeps_only_the_named_algorithms_and_checks_the_data_file(tmp_pat
         merge_runs([tmp_path / "cpu", tmp_path / "other"], tmp_path / "o",
                    reference_updates=REFERENCE)
     assert np.isfinite(rows[0]["final_mean"])
+
+
+def test_a_measured_peer_gets_its_own_columns_with_the_probability_of_improvement():
+    ours = records("td3bc", TASK, {0: [50.0, 80.0], 1: [60.0, 90.0], 2: [55.0, 85.0]})
+    peer = records("d3rlpy-td3bc", TASK, {0: [40.0, 60.0], 1: [45.0, 70.0], 2: [50.0, 65.0]})
+    bc = records("bc", TASK, {0: [20.0, 20.0], 1: [30.0, 30.0], 2: [25.0, 25.0]})
+    rows = {r["algorithm"]: r for r in comparison_rows(ours + peer + bc, run_info())}
+    mean, std, seeds, updates = rows["td3bc"]["peer"]
+    assert (mean, seeds, updates) == (65.0, 3, 2000) and std == pytest.approx(5.0)
+    # Every seed of ours (80, 85, 90) is above every seed of the peer (60, 65, 70).
+    assert rows["td3bc"]["p_over_peer"][0] == pytest.approx(1.0)
+    assert rows["bc"]["peer"] is None and rows["d3rlpy-td3bc"]["peer"] is None
+    table = comparison_markdown(list(rows.values()), run_info())
+    assert "| measured peer (d3rlpy, same data)" in table
+    assert "| 65.0 ± 5.0 (3, 2k) | 1.00 [1.00, 1.00] |" in table
+    # Without a peer the columns are absent.
+    assert "measured peer" not in comparison_markdown(comparison_rows(ours + bc, run_info()),
+                                                      run_info())

@@ -15,7 +15,11 @@ Per task, one row per algorithm (sweep points count as algorithms):
   datasets and the paper's own budget (usually 1M updates or more, and other seeds): a
   reference point for the order of magnitude, not a target the row must hit;
 * a public implementation's re-run on D4RL v2 (CORL, OfflineRL-Kit), read in its README: the
-  same kind of reference, checked here and on one version of the data.
+  same kind of reference, checked here and on one version of the data;
+* where the records hold a measured peer of the row (``d3rlpy-ALGO``, written by
+  ``benchmarks/peer_d3rlpy.py`` on the same data file, budget, seeds and evaluation episodes):
+  the peer's final score and P(row > peer) with its 95% bootstrap CI. Those columns appear in
+  a task's table only when some row has a peer.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from offrl_jax.results.settings import row_settings, sample_std
 from offrl_jax.results.stats import LAST_K, probability_of_improvement
 
 BASELINE = "bc"
+PEER_PREFIX = "d3rlpy-"
 
 
 def _planned_updates(run_info: dict) -> dict[str, int]:
@@ -97,13 +102,20 @@ def comparison_rows(records: list[dict], run_info: dict, last_k: int | None = No
                 "dataset_mean": dataset_mean(run_info, task),
                 "published": published_score(algorithm_of[label], task),
                 "reference": reference_score(algorithm_of[label], task),
-                "vs_bc": None, "p_over_bc": None,
+                "vs_bc": None, "p_over_bc": None, "peer": None, "p_over_peer": None,
                 "settings": row_settings(settings or {}, algorithm_of[label], [task]),
             }
             if base_final is not None and label != BASELINE:
                 row["vs_bc"] = float(final.mean() - base_final.mean())
                 row["p_over_bc"] = probability_of_improvement([final], [base_final],
                                                               reps=10_000)
+            peer = finals.get(PEER_PREFIX + label)
+            if peer is not None and not label.startswith(PEER_PREFIX):
+                peer_final = np.array([v[-1][1] for v in peer.values()])
+                row["peer"] = (float(peer_final.mean()), sample_std(peer_final),
+                               len(peer_final), min(v[-1][0] for v in peer.values()))
+                row["p_over_peer"] = probability_of_improvement([final], [peer_final],
+                                                                reps=10_000)
             rows.append(row)
     return rows
 
@@ -121,13 +133,17 @@ def comparison_markdown(rows: list[dict], run_info: dict) -> str:
     for task in dict.fromkeys(r["task"] for r in rows):
         task_rows = [r for r in rows if r["task"] == task]
         mean = task_rows[0]["dataset_mean"]
+        peers = any(r.get("peer") for r in task_rows)
         lines += [f"### {task}", "",
                   f"Dataset mean (normalized return of its episodes): "
                   f"{'unknown' if mean is None else f'{mean:.1f}'}.", "",
                   "| algorithm | seeds | updates | final (mean ± sample std) | last-N mean (N) "
                   "| final − BC | P(> BC) [95% CI] | final − dataset mean | published "
-                  "(D4RL, paper's budget) | public re-run (D4RL v2) | settings |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "(D4RL, paper's budget) | public re-run (D4RL v2) | "
+                  + ("measured peer (d3rlpy, same data): final (seeds, updates) | "
+                     "P(> peer) [95% CI] | " if peers else "") + "settings |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if peers
+                                                                        else "")]
         for r in task_rows:
             p = r["p_over_bc"]
             vs_bc = "-" if r["vs_bc"] is None else f"{r['vs_bc']:+.1f}"
@@ -136,11 +152,18 @@ def comparison_markdown(rows: list[dict], run_info: dict) -> str:
             paper, rerun = (
                 "-" if ref is None else f"{ref[0]:.1f} [{ref[1]}]"
                 for ref in (r["published"], r["reference"]))
+            peer_cells = ""
+            if peers:
+                peer, p_peer = r.get("peer"), r.get("p_over_peer")
+                peer_cells = ("- | - | " if peer is None else
+                              f"{peer[0]:.1f} ± {peer[1]:.1f} ({peer[2]}, "
+                              f"{peer[3] / 1000:g}k) | {p_peer[0]:.2f} [{p_peer[1]:.2f}, "
+                              f"{p_peer[2]:.2f}] | ")
             lines.append(
                 f"| {r['algorithm']} | {r['seeds']} | {_updates(r)} "
                 f"| {r['final_mean']:.1f} ± {r['final_std']:.1f} "
                 f"| {r['last_mean']:.1f} ({r['last_n']}) | {vs_bc} | {p_text} | {vs_data} "
-                f"| {paper} | {rerun} | {r.get('settings', '-')} |")
+                f"| {paper} | {rerun} | {peer_cells}{r.get('settings', '-')} |")
         lines.append("")
     lines += [
         "Normalized scores (0 = random, 100 = expert). ±: the sample standard deviation over "
@@ -160,6 +183,13 @@ def comparison_markdown(rows: list[dict], run_info: dict) -> str:
         "number of updates, from config.json (profile and --set overrides applied); "
         "\"reference\": none differs; -: no config.json.",
     ]
+    if any(r.get("peer") for r in rows):
+        lines.append(
+            "measured peer: d3rlpy's implementation of the same algorithm (rows d3rlpy-ALGO, "
+            "benchmarks/peer_d3rlpy.py) trained on the same data file with the same seeds "
+            "count, budget and evaluation episodes; its settings and what it cannot match are "
+            "in its config.json. P(> peer): probability that a seed of the row scores above a "
+            "seed of the peer, 95% bootstrap CI over seeds.")
     for title, column, sources in (("Published sources", "published", SOURCES),
                                    ("Re-run sources", "reference", REFERENCE_SOURCES)):
         keys = dict.fromkeys(r[column][1] for r in rows if r[column])
