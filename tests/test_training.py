@@ -353,3 +353,33 @@ def test_schedule_flags_records_every_episode_and_config_json_relaunches(toy_hop
         main(["bench", "--profile", "tiny", "--algos", "bc", "--tasks", task, "--updates", "50",
               "--eval-every", "20", "--out", str(tmp_path / "c")])
     assert not (tmp_path / "c").exists()
+
+
+def test_a_second_invocation_into_the_same_run_keeps_the_first_ones_algorithms(
+        toy_hopper_dataset, tmp_path):
+    """Adding an algorithm to a finished run directory (same profile, tasks, seeds) keeps the
+    earlier algorithms in config.json and run.json, so ``--config`` still relaunches every
+    cell of the directory."""
+    from offrl_jax.cli import main
+    from offrl_jax.data import write_d4rl_hdf5
+
+    write_d4rl_hdf5(tmp_path / "toy.hdf5", toy_hopper_dataset)
+    common = ["bench", "--profile", "tiny", "--tasks", f"two-toy=hopper:{tmp_path / 'toy.hdf5'}",
+              "--seeds", "1", "--updates", "20", "--eval-every", "20", "--eval-episodes", "1",
+              "--out", str(tmp_path / "run")]
+    main(common[:1] + ["--algos", "bc"] + common[1:])
+    main(common[:1] + ["--algos", "td3bc", "--set", "td3bc.alpha=5.0"] + common[1:])
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["algorithms"] == ["bc", "td3bc"]
+    assert set(config["train"]) == {"bc", "td3bc"}
+    assert config["settings"]["td3bc/two-toy"]["alpha"] == 5.0
+    assert "bc/two-toy" in config["settings"]
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert info["algorithms"] == ["bc", "td3bc"] and set(info["train"]) == {"bc", "td3bc"}
+    assert set(info["configs"]) == {"bc/two-toy", "td3bc/two-toy"}
+    # Other seeds, tasks or profile make another run: nothing is merged into it.
+    from offrl_jax.training.runner import _same_run
+    assert _same_run(config, {**config, "algorithms": ["iql"]})
+    for key, value in (("seeds", [0, 1]), ("tasks", ["other"]), ("profile", "quick"),
+                       ("sweep", {"alpha": [1.0]})):
+        assert not _same_run(config, {**config, key: value})

@@ -122,6 +122,14 @@ class RunBook:
                           "seeds": list(plan.seeds), "train": {}, "data": {}})
         if plan.sweep:
             self.info["sweep"] = plan.sweep
+        if _same_run(self.previous, self.info):
+            # Another invocation's algorithms into the same OUT (same tasks, seeds, sweep):
+            # their cells stay in the run, so their entries stay in run.json.
+            self.info["algorithms"] = _union(self.previous.get("algorithms", []),
+                                             plan.algorithms)
+            for key in ("train", "configs", "models"):
+                if self.previous.get(key):
+                    self.info[key] = dict(self.previous[key])
 
     def write(self) -> None:
         write_text_atomic(self.path, json.dumps(self.info, indent=2))
@@ -166,8 +174,28 @@ def write_run_config(plan: RunPlan) -> Path:
                      for (a, t), config in plan.configs.items()},
     }
     path = plan.out_dir / "config.json"
+    previous = json.loads(path.read_text()) if path.exists() else {}
+    if _same_run(previous, document) and previous.get("format") == CONFIG_FORMAT:
+        # An earlier invocation into the same OUT ran other algorithms on the same tasks and
+        # seeds: the file keeps them, so it still relaunches every cell of the directory.
+        document["algorithms"] = _union(previous["algorithms"], document["algorithms"])
+        document["train"] = {**previous.get("train", {}), **document["train"]}
+        document["settings"] = {**previous.get("settings", {}), **document["settings"]}
     write_text_atomic(path, json.dumps(document, indent=2) + "\n")
     return path
+
+
+def _same_run(previous: dict, current: dict) -> bool:
+    """Whether an earlier invocation's ``run.json`` or ``config.json`` (``previous``) is of the
+    same run as ``current``: same profile, tasks, seeds and sweep (other algorithms may
+    differ)."""
+    return bool(previous) and all(previous.get(key) == current.get(key)
+                                  for key in ("profile", "tasks", "seeds")) and (
+        (previous.get("sweep") or {}) == (current.get("sweep") or {}))
+
+
+def _union(first, second) -> list:
+    return list(dict.fromkeys([*first, *second]))
 
 
 def read_run_config(path: str | Path) -> dict:
