@@ -65,12 +65,13 @@ RUN_PROFILES = {
                        {"*": {"agent.hidden_dims": (32, 32), "hidden_dims": (32, 32),
                               "td3.hidden_dims": (32, 32), "batch_size": 64, **_TINY_MODEL},
                         "armor": _ARMOR_MODEL}),
-    # quick: what `make benchmark` runs on a 2-core CPU in about 40 minutes, chosen from the
-    # validate profile's learning curves on hopper-medium-replay (results/validate, 5 seeds):
-    # by 100k updates BC is at 20, TD3+BC at 80, IQL at 68, so the four default algorithms
-    # separate where they do, on the validate data (the same file as the validated rows).
-    # ReBRAC (67 at 100k) and the model-based methods need 15 to 80 more minutes each on
-    # 2 cores; they run when asked for (--algos), the costly ones at smoke budgets with the
+    # quick: what `make benchmark` runs on a 2-core CPU (56 min, docs/validation.md), chosen
+    # from the validate profile's learning curves on hopper-medium-replay (results/validate,
+    # 5 seeds): by 100k updates BC is at 20, TD3+BC at 80, IQL at 68 (at 50k they overlap BC),
+    # so the four default algorithms separate where they do, on the validate data (the same
+    # file as the validated rows). ReBRAC (67 at 100k) and the model-based methods need 20 to
+    # 80 more minutes each on 2 cores; they run when asked for (--algos), the costly ones at
+    # smoke budgets with the
     # smaller settings below. The conservative critics (30 sampled actions per state) are
     # ~100x costlier per update than BC on a CPU, so they get fewer updates and smaller
     # critics here.
