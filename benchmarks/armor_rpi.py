@@ -41,11 +41,17 @@ TASK = "hopper-medium-replay"
 # - actor rate 1e-4 (default 5e-7 over 1M updates): over a run of a few thousand updates it moves
 #   the actor about as far as the slow rate does over 1M (5e-7 x 1M = 0.5; 1e-4 x 1.5k = 0.15 to
 #   1e-4 x 5k = 0.5);
+# - the temperature's rate 0.1 (default 5e-4): scaled with the actor's, so the temperature still
+#   settles long before the actor moves, as at the paper's rates; at 5e-4 it stayed near its
+#   initial 1 while the compressed actor raised its entropy from -4.9 to +0.8 nats and pi fell
+#   from a shipped pi_ref by 17 to 22 points in 1k updates; at 0.1 the entropy held at the
+#   target (-2.8) and the fall was 7 to 13 (README.md, critics-for-reference/diagnostics/).
+#   The series before that finding ran at 5e-4 (their config.json);
 # - the model 2 x 200 with the quick profile's weight decays, at most 15 epochs (default 4 x 200,
 #   the validate profile's 50 epochs).
 SETTINGS = {"agent.hidden_dims": (256, 256), "batch_size": 128, "model_batch_size": 128,
             "model_buffer_capacity": 100_000, "warmstart_steps": 3_000,
-            "agent.actor_lr": 1e-4, "dynamics.hidden_dims": (200, 200),
+            "agent.actor_lr": 1e-4, "agent.alpha_lr": 0.1, "dynamics.hidden_dims": (200, 200),
             "dynamics.max_epochs": 15, "dynamics.weight_decays": (2.5e-5, 5e-5, 1e-4)}
 
 
