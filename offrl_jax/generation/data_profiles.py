@@ -64,10 +64,10 @@ DATA_PROFILES = {
     # Its files were published (their sha256 in results/validate/README.md) before its reference
     # statistics were recorded, saying "no reference"; they keep saying it, so a regenerated
     # file has the published bytes, while the check against the manifest's
-    # reference_stats.validate runs as for quick and full. A dataset without a reference (today
-    # walker2d's and halfcheetah's medium-replay) gets one, once its seed-0 file is made, from
-    # `offrl data generate --env ENV --profile validate --kinds medium-replay
-    # --record-reference`, which reads the statistics the file's metadata records.
+    # reference_stats.validate runs as for quick and full. The four validated tasks have one; a
+    # dataset without a reference gets one, once its seed-0 file is made, from
+    # `offrl data generate --env ENV --profile validate --kinds KIND --record-reference`,
+    # which reads the statistics the file's metadata records.
     "validate": DataProfile(
         name="validate",
         train_steps={"halfcheetah": 60_000, "hopper": 60_000, "walker2d": 60_000,
