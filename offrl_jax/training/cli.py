@@ -150,13 +150,12 @@ def validated_rows(algorithms, tasks, path=None) -> str:
         table = {(row["algorithm"], row["task"]): row for row in csv.DictReader(handle)}
     found = []
     for task in tasks:
-        for name in algorithms:
-            row = table.get((name, task))
-            if row is not None:
-                found.append(f"{name} {float(row['final_mean']):.1f} ± "
-                             f"{float(row['final_std']):.1f} ({row['seeds']} seeds)")
-        if found and len(tasks) > 1:
-            found[-1] += f" on {task}"
+        rows = [f"{name} {float(row['final_mean']):.1f} ± {float(row['final_std']):.1f} "
+                f"({row['seeds']} seeds)" for name in algorithms
+                if (row := table.get((name, task))) is not None]
+        if rows and len(tasks) > 1:
+            rows[-1] += f" on {task}"
+        found += rows
     return ", ".join(found)
 
 

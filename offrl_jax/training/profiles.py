@@ -71,10 +71,9 @@ RUN_PROFILES = {
     # so the four default algorithms separate where they do, on the validate data (the same
     # file as the validated rows). ReBRAC (67 at 100k) and the model-based methods need 20 to
     # 80 more minutes each on 2 cores; they run when asked for (--algos), the costly ones at
-    # smoke budgets with the
-    # smaller settings below. The conservative critics (30 sampled actions per state) are
-    # ~100x costlier per update than BC on a CPU, so they get fewer updates and smaller
-    # critics here.
+    # smoke budgets with the smaller settings below. The conservative critics (30 sampled
+    # actions per state) are ~100x costlier per update than BC on a CPU, so they get fewer
+    # updates and smaller critics here.
     "quick": RunProfile("quick", TrainConfig(num_updates=100_000, eval_every=10_000,
                                              eval_episodes=10),
                         "validate", ("hopper-medium-replay",), 3,
