@@ -56,7 +56,7 @@ from offrl_jax.algorithms.registry import get_algorithm
 from offrl_jax.data import Dataset, episode_returns, find_task_dataset, load_task_dataset
 from offrl_jax.envs.host import HostVectorEnv
 from offrl_jax.evaluation import EvalResult
-from offrl_jax.files import write_text_atomic
+from offrl_jax.files import read_json_object, timestamp, write_text_atomic
 from offrl_jax.generation.versions import task_generated_file
 from offrl_jax.parts.td3 import STATE_STD_EPS
 from offrl_jax.results.provenance import device_description, library_versions, process_commit
@@ -600,18 +600,6 @@ def describe_device(device: str) -> str:
 
 # --- The run's files -----------------------------------------------------------------------------
 
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
 def check_same_run(path: Path, previous: dict, document: dict) -> None:
     """Raise :class:`PeerError` unless ``document`` (this call's ``config.json``) may continue
     the run ``previous`` describes: the same task, data profile and seeds (the seeds decide
@@ -724,16 +712,16 @@ def run(args: argparse.Namespace, argv: list[str]) -> None:
         } for a in args.algos},
     }
     config_path = out_dir / "config.json"
-    previous_config = _read_json(config_path)
+    previous_config = read_json_object(config_path)
     check_same_run(config_path, previous_config, document)
     merged_algorithms = {**previous_config.get("algorithms", {}), **document["algorithms"]}
     write_text_atomic(config_path, json.dumps({**document, "algorithms": merged_algorithms},
                                               indent=2) + "\n")
 
     run_path = out_dir / "run.json"
-    book = _read_json(run_path)
+    book = read_json_object(run_path)
     commit, dirty = process_commit()
-    started = _now()
+    started = timestamp()
     book.update({
         "peer": "d3rlpy", "profile": f"{args.profile} (d3rlpy peer)", "argv": argv,
         "commit": commit, "code_modified_since_commit": dirty,
@@ -768,7 +756,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> None:
         timing = book["training"].setdefault(name, {"seeds": {}})
 
         def on_seed(seed, info, timing=timing):
-            timing["seeds"][str(seed)] = {**info, "finished": _now()}
+            timing["seeds"][str(seed)] = {**info, "finished": timestamp()}
             rates = [s["updates_per_second"] for s in timing["seeds"].values()]
             timing["updates_per_second"] = round(float(np.mean(rates)), 1)
             write_text_atomic(run_path, json.dumps(book, indent=2))
@@ -780,7 +768,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> None:
         train_algorithm(settings[algorithm], trains[algorithm], seeds, out_dir, task.name,
                         make_agent, evaluate, on_seed,
                         log=lambda line: print(line, flush=True))
-    book["finished"] = _now()
+    book["finished"] = timestamp()
     write_text_atomic(run_path, json.dumps(book, indent=2))
     rates = ", ".join(f"{name} {info.get('updates_per_second')}"
                       for name, info in book["training"].items())

@@ -5,8 +5,10 @@ write its files the same way."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,3 +39,18 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to ``path`` through :func:`atomic_output`."""
     with atomic_output(path) as tmp:
         tmp.write_text(text)
+
+
+def read_json_object(path: str | os.PathLike) -> dict:
+    """The JSON object in ``path``; {} when the file is missing, unreadable or not an object
+    (a bookkeeping file that a killed run may have left behind)."""
+    try:
+        value = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def timestamp() -> str:
+    """The local time as the run files write it, ``2026-12-08T05:49:10+0000``."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")

@@ -42,7 +42,7 @@ from offrl_jax.algorithms.base import Algorithm
 from offrl_jax.algorithms.registry import get_algorithm
 from offrl_jax.data import Dataset, load_task_dataset
 from offrl_jax.data.checksum import check_sha256
-from offrl_jax.files import write_text_atomic
+from offrl_jax.files import read_json_object, timestamp, write_text_atomic
 from offrl_jax.models.store import ModelStore
 from offrl_jax.results.labels import cell_name, point_label
 from offrl_jax.results.provenance import (
@@ -174,10 +174,6 @@ def _code() -> dict:
     return {"commit": commit, **({"code_modified": True} if dirty else {})}
 
 
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
-
-
 def fit_models(cell: Cell, dataset: Dataset | None = None) -> dict | None:
     """Load or fit, in ``OUT/models/``, every seed's model that ``cell``'s algorithm pretrains,
     as the cell itself would (the same :meth:`Trainer.prepare_models`, so the same numbers);
@@ -215,10 +211,10 @@ def run_cell(cell: Cell, dataset: Dataset | None = None, made: Algorithm | None 
     ``dataset``: the task's data, already loaded (the local runner); None: load and check it
     (:func:`load_cell_dataset`). ``made``: the cell's algorithm, already made for its config and
     task (the local runner's plan); None: made here."""
-    started, clock = _now(), time.perf_counter()
+    started, clock = timestamp(), time.perf_counter()
     task, dataset = _task_and_dataset(cell, dataset)
     out_dir = Path(cell.out_dir)
-    previous = _previous_call(cell_file(out_dir, cell))
+    previous = read_json_object(cell_file(out_dir, cell))
     earlier = _earlier_invocations(previous)
     if _finished_elsewhere(cell, task.name, previous, out_dir):
         # A finished cell whose checkpoints are gone (results kept in git, checked out on a
@@ -290,7 +286,8 @@ def run_cell(cell: Cell, dataset: Dataset | None = None, made: Algorithm | None 
         if tensorboard is not None:
             tensorboard.close()
     write_records(out_dir, cell.algorithm, task.name, carry["records"], cell.sweep)
-    info["finished"] = finished_before if finished_before and not trained["updates"] else _now()
+    info["finished"] = (finished_before if finished_before and not trained["updates"]
+                        else timestamp())
     stamp("finished")
     return info
 
@@ -332,17 +329,9 @@ def finished_without_checkpoint(cell: Cell) -> bool:
     """Whether :func:`run_cell` would find ``cell`` finished, with its records complete, and not
     train it (its checkpoints absent): the Ray driver fits no models for such a cell."""
     out_dir = Path(cell.out_dir)
-    return _finished_elsewhere(cell, cell.task_name, _previous_call(cell_file(out_dir, cell)),
+    return _finished_elsewhere(cell, cell.task_name, read_json_object(cell_file(out_dir, cell)),
                                out_dir)
 
-
-def _previous_call(path: Path) -> dict:
-    """What a cell file records ({} when there is none or it cannot be read)."""
-    try:
-        previous = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return previous if isinstance(previous, dict) else {}
 
 
 def _earlier_invocations(previous: dict) -> list[dict]:
